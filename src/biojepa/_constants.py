@@ -1,0 +1,45 @@
+"""Frozen key tuples shared by the model, module and training plan."""
+
+from typing import NamedTuple
+
+
+class _ExtraKeys(NamedTuple):
+    """Registry keys that scvi-tools' ``REGISTRY_KEYS`` does not define."""
+
+    INPUT_SCALE: str = "input_scale"
+
+
+class _LossKeys(NamedTuple):
+    """Names of the loss terms, as logged in ``model.history`` (with ``_train``/``_validation``)."""
+
+    JEPA: str = "jepa_loss"
+    VARIANCE: str = "vicreg_variance"
+    COVARIANCE: str = "vicreg_covariance"
+    EFFECTIVE_RANK: str = "effective_rank"
+    LATENT_STD: str = "latent_std"
+    MOMENTUM: str = "ema_momentum"
+
+
+class _ModuleKeys(NamedTuple):
+    """Keys of the dictionaries returned by the module's ``inference``/``generative``."""
+
+    TOKENS: str = "tokens"
+    Z: str = "z"
+    PRED: str = "pred"
+    TARGET: str = "target"
+    MASKS_ENC: str = "masks_enc"
+    MASKS_PRED: str = "masks_pred"
+
+
+class _InputScales(NamedTuple):
+    """Accepted values of ``input_scale`` in :meth:`biojepa.BioJEPA.setup_anndata`."""
+
+    AUTO: str = "auto"
+    COUNTS: str = "counts"
+    LOG: str = "log"
+
+
+EXTRA_KEYS = _ExtraKeys()
+LOSS_KEYS = _LossKeys()
+MODULE_KEYS = _ModuleKeys()
+INPUT_SCALES = _InputScales()

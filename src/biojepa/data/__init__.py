@@ -1,0 +1,23 @@
+"""Data checks and per-gene preprocessing shared by the model."""
+
+from ._genes import (
+    coexpression_modules,
+    gene_statistics,
+    module_index_from_labels,
+    normalize_expression,
+    sample_rows,
+)
+from ._validate import check_continuous, check_expression, check_obs_keys, get_matrix, resolve_input_scale
+
+__all__ = [
+    "check_continuous",
+    "check_expression",
+    "check_obs_keys",
+    "coexpression_modules",
+    "gene_statistics",
+    "get_matrix",
+    "module_index_from_labels",
+    "normalize_expression",
+    "resolve_input_scale",
+    "sample_rows",
+]

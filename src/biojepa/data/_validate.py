@@ -1,0 +1,112 @@
+"""Input checks that name the offending key or value and say what to do."""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pandas as pd
+from anndata import AnnData
+from scipy import sparse
+
+from .._constants import INPUT_SCALES
+
+logger = logging.getLogger(__name__)
+
+_CHUNK = 10_000
+
+
+def get_matrix(adata: AnnData, layer: str | None):
+    """Return ``adata.X`` or ``adata.layers[layer]``; raise a ``KeyError`` listing the layers if absent."""
+    if layer is None:
+        if adata.X is None:
+            raise ValueError("`adata.X` is empty; pass `layer=` naming the layer that holds the expression.")
+        return adata.X
+    if layer not in adata.layers:
+        raise KeyError(f"Layer {layer!r} not found in adata.layers; available layers: {list(adata.layers.keys())}.")
+    return adata.layers[layer]
+
+
+def _row_chunks(X):
+    for start in range(0, X.shape[0], _CHUNK):
+        chunk = X[start : start + _CHUNK]
+        if sparse.issparse(chunk):
+            yield start, chunk.tocsr()
+        else:
+            yield start, np.asarray(chunk)
+
+
+def _values(chunk) -> np.ndarray:
+    return chunk.data if sparse.issparse(chunk) else chunk.ravel()
+
+
+def check_expression(adata: AnnData, layer: str | None) -> str:
+    """Validate the expression matrix and detect its scale.
+
+    Raises for an empty AnnData, NaN/inf, negative values and all-zero cells. Returns ``"counts"`` when
+    every value is a non-negative integer, else ``"log"`` (taken to be log-normalized expression).
+    """
+    where = "adata.X" if layer is None else f"adata.layers[{layer!r}]"
+    if adata.n_obs == 0 or adata.n_vars == 0:
+        raise ValueError(f"AnnData is empty ({adata.n_obs} cells × {adata.n_vars} genes); nothing to train on.")
+    X = get_matrix(adata, layer)
+    is_integer = True
+    zero_cells: list[int] = []
+    for start, chunk in _row_chunks(X):
+        vals = _values(chunk)
+        if not np.issubdtype(vals.dtype, np.number):
+            raise ValueError(f"{where} has non-numeric dtype {vals.dtype}; convert it to float.")
+        if not np.isfinite(vals).all():
+            raise ValueError(f"{where} contains NaN or infinite values; remove or impute them before setup.")
+        if (vals < 0).any():
+            raise ValueError(
+                f"{where} contains negative values (minimum {vals.min():.3g}): BioJEPA expects raw counts or "
+                "log-normalized expression, not scaled/centered data. Pass `layer=` naming a counts or log1p layer."
+            )
+        totals = np.asarray(chunk.sum(axis=1)).ravel()
+        zero_cells.extend((np.flatnonzero(totals == 0) + start).tolist())
+        if is_integer and vals.size and not np.all(np.mod(vals, 1) == 0):
+            is_integer = False
+    if zero_cells:
+        names = list(adata.obs_names[zero_cells[:5]])
+        raise ValueError(
+            f"{len(zero_cells)} cells have no expression at all in {where} (e.g. {names}); remove them first, "
+            "e.g. `sc.pp.filter_cells(adata, min_genes=1)`."
+        )
+    return INPUT_SCALES.COUNTS if is_integer else INPUT_SCALES.LOG
+
+
+def resolve_input_scale(adata: AnnData, layer: str | None, input_scale: str) -> str:
+    """Check the expression matrix and return the input scale, detected when ``input_scale="auto"``."""
+    if input_scale not in INPUT_SCALES:
+        raise ValueError(f"`input_scale` must be one of {list(INPUT_SCALES)}, got {input_scale!r}.")
+    detected = check_expression(adata, layer)
+    if input_scale == INPUT_SCALES.AUTO:
+        return detected
+    if input_scale == INPUT_SCALES.COUNTS and detected != INPUT_SCALES.COUNTS:
+        raise ValueError(
+            "`input_scale='counts'` but the expression contains non-integer values; pass `input_scale='log'` "
+            "for log-normalized data, or `layer=` naming the raw counts layer."
+        )
+    return input_scale
+
+
+def check_obs_keys(adata: AnnData, keys: dict[str, str | list[str] | None]) -> None:
+    """Raise a ``KeyError`` for any obs column named in ``keys`` (argument name → column(s)) that is absent."""
+    for arg, value in keys.items():
+        for key in [value] if isinstance(value, str) else value or []:
+            if key not in adata.obs:
+                raise KeyError(f"`{arg}`: column {key!r} not found in adata.obs; available: {list(adata.obs.columns)}.")
+
+
+def check_continuous(adata: AnnData, keys: list[str] | None) -> None:
+    """Raise a ``ValueError`` for a continuous covariate that is not numeric or not finite."""
+    for key in keys or []:
+        col = adata.obs[key]
+        if not pd.api.types.is_numeric_dtype(col) or pd.api.types.is_bool_dtype(col):
+            raise ValueError(
+                f"Continuous covariate {key!r} has dtype {col.dtype}, not numeric; convert it with "
+                f"`adata.obs[{key!r}] = pd.to_numeric(...)` or pass it in `categorical_covariate_keys`."
+            )
+        if not np.isfinite(col.to_numpy(dtype=float)).all():
+            raise ValueError(f"Continuous covariate {key!r} contains NaN or infinite values; fill or drop them.")

@@ -1,0 +1,304 @@
+"""BioJEPA: the user-facing scvi-tools model class."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Literal
+
+import numpy as np
+import torch
+from anndata import AnnData
+from scvi import REGISTRY_KEYS, settings
+from scvi.data import AnnDataManager
+from scvi.data.fields import (
+    CategoricalJointObsField,
+    CategoricalObsField,
+    LayerField,
+    NumericalJointObsField,
+    NumericalObsField,
+)
+from scvi.model.base import BaseModelClass, UnsupervisedTrainingMixin
+
+from .._constants import INPUT_SCALES, MODULE_KEYS
+from ..data import (
+    check_continuous,
+    check_expression,
+    check_obs_keys,
+    coexpression_modules,
+    gene_statistics,
+    get_matrix,
+    module_index_from_labels,
+    normalize_expression,
+    resolve_input_scale,
+    sample_rows,
+)
+from ..module import BioJEPAModule
+from ..train import BioJEPATrainingPlan
+
+logger = logging.getLogger(__name__)
+
+_MAX_CELLS_FOR_GENE_STATS = 10_000
+
+
+class BioJEPA(UnsupervisedTrainingMixin, BaseModelClass):
+    """Joint Embedding Predictive Architecture for single-cell expression :cite:p:`assran2023ijepa`.
+
+    Genes are grouped into co-expression modules, each module becomes a token, and the model learns a
+    cell latent by predicting, in embedding space, the target-encoder (EMA) representations of hidden
+    modules from the visible ones. VICReg variance/covariance terms keep the latent from collapsing
+    :cite:p:`bardes2022vicreg`. No reconstruction loss shapes the latent.
+
+    Parameters
+    ----------
+    adata
+        AnnData registered with :meth:`setup_anndata`.
+    n_latent
+        Width of the cell latent.
+    n_modules
+        Number of gene modules (tokens). Default: ``min(32, max(2, n_genes // 8))``.
+    gene_modules
+        Optional module label per gene (e.g. pathway or program ids), overriding the co-expression modules.
+    n_embed
+        Token width.
+    n_layers, n_heads
+        Depth and heads of the context/target transformer.
+    mlp_ratio, dropout
+        Transformer MLP width ratio and dropout.
+    predictor_dim, predictor_depth
+        Width and depth of the predictor.
+    mask_ratio
+        ``(low, high)`` fraction of modules hidden from the context encoder at each step.
+    jepa_weight, variance_weight, covariance_weight
+        Loss weights of the JEPA regression and the VICReg variance/covariance terms.
+
+    Examples
+    --------
+    >>> import scvi, biojepa as bj
+    >>> adata = scvi.data.synthetic_iid()
+    >>> bj.BioJEPA.setup_anndata(adata, batch_key="batch")
+    >>> model = bj.BioJEPA(adata, n_latent=8)
+    >>> model.train(max_epochs=1)
+    >>> z = model.get_latent_representation(key_added="X_biojepa")
+    >>> z.shape
+    (400, 8)
+    """
+
+    _module_cls = BioJEPAModule
+    _training_plan_cls = BioJEPATrainingPlan
+
+    def __init__(
+        self,
+        adata: AnnData | None = None,
+        n_latent: int = 32,
+        n_modules: int | None = None,
+        gene_modules: Sequence | None = None,
+        n_embed: int = 64,
+        n_layers: int = 2,
+        n_heads: int = 4,
+        mlp_ratio: float = 2.0,
+        dropout: float = 0.0,
+        predictor_dim: int = 64,
+        predictor_depth: int = 2,
+        mask_ratio: tuple[float, float] = (0.25, 0.5),
+        jepa_weight: float = 25.0,
+        variance_weight: float = 25.0,
+        covariance_weight: float = 1.0,
+    ):
+        super().__init__(adata)
+        setup_args = self.adata_manager.registry["setup_args"]
+        layer = setup_args["layer"]
+        self.input_scale = resolve_input_scale(self.adata, layer, setup_args["input_scale"])
+        n_genes = self.summary_stats.n_vars
+        if n_modules is None:
+            n_modules = min(32, max(2, n_genes // 8))
+
+        rows = sample_rows(self.adata.n_obs, _MAX_CELLS_FOR_GENE_STATS, settings.seed or 0)
+        size_factor = None
+        if REGISTRY_KEYS.SIZE_FACTOR_KEY in self.adata_manager.data_registry:
+            size_factor = self.get_from_registry(self.adata, REGISTRY_KEYS.SIZE_FACTOR_KEY)[rows]
+        X_log = normalize_expression(get_matrix(self.adata, layer)[rows], self.input_scale, size_factor)
+        gene_mean, gene_std = gene_statistics(X_log)
+        if gene_modules is None:
+            X_std = np.clip((X_log - gene_mean) / gene_std, -10, 10)
+            gene_modules = coexpression_modules(X_std, n_modules, seed=settings.seed or 0)
+        module_index = module_index_from_labels(gene_modules, n_genes)
+
+        cat_state = (
+            self.adata_manager.get_state_registry(REGISTRY_KEYS.CAT_COVS_KEY)
+            if REGISTRY_KEYS.CAT_COVS_KEY in self.adata_manager.data_registry
+            else None
+        )
+        self.module = self._module_cls(
+            n_input=n_genes,
+            module_index=torch.from_numpy(module_index),
+            gene_mean=torch.from_numpy(gene_mean),
+            gene_std=torch.from_numpy(gene_std),
+            input_scale=self.input_scale,
+            n_batch=self.summary_stats.n_batch,
+            n_cats_per_cov=list(cat_state.n_cats_per_key) if cat_state is not None else None,
+            n_continuous_cov=self.summary_stats.get("n_extra_continuous_covs", 0),
+            n_latent=n_latent,
+            n_embed=n_embed,
+            n_layers=n_layers,
+            n_heads=n_heads,
+            mlp_ratio=mlp_ratio,
+            dropout=dropout,
+            predictor_dim=predictor_dim,
+            predictor_depth=predictor_depth,
+            mask_ratio=mask_ratio,
+            jepa_weight=jepa_weight,
+            variance_weight=variance_weight,
+            covariance_weight=covariance_weight,
+        )
+        self._model_summary_string = (
+            f"BioJEPA: {n_genes} genes in {module_index.shape[0]} modules, n_latent={n_latent}, "
+            f"n_embed={n_embed}, n_layers={n_layers}, input_scale={self.input_scale!r}"
+        )
+        self.init_params_ = self._get_init_params(locals())
+
+    @classmethod
+    def setup_anndata(
+        cls,
+        adata: AnnData,
+        layer: str | None = None,
+        *,
+        input_scale: Literal["auto", "counts", "log"] = "auto",
+        batch_key: str | None = None,
+        categorical_covariate_keys: list[str] | None = None,
+        continuous_covariate_keys: list[str] | None = None,
+        size_factor_key: str | None = None,
+        **kwargs,
+    ) -> None:
+        """Register an AnnData with BioJEPA.
+
+        Input may be raw counts (normalized to log1p CP10k inside the model) or log-normalized
+        expression; the scale is detected (integers → counts) and logged, or forced with ``input_scale``.
+        Registration adds scvi-tools' bookkeeping slots (``adata.obs["_scvi_batch"]``,
+        ``adata.obs["_scvi_labels"]``, ``adata.obsm["_scvi_extra_*"]``, ``adata.uns["_scvi_uuid"]``,
+        ``adata.uns["_scvi_manager_uuid"]``) and changes nothing else.
+
+        Parameters
+        ----------
+        adata
+            Cells × genes.
+        layer
+            Layer with the expression; ``None`` uses ``adata.X``.
+        input_scale
+            ``"auto"`` (detect), ``"counts"`` or ``"log"``.
+        batch_key
+            Column of ``adata.obs`` with the batch; the predictor is conditioned on it, so the latent
+            need not encode it.
+        categorical_covariate_keys, continuous_covariate_keys
+            Further ``adata.obs`` columns the predictor is conditioned on.
+        size_factor_key
+            Column of ``adata.obs`` with library sizes used to normalize counts (default: total counts).
+        **kwargs
+            Passed to :meth:`scvi.data.AnnDataManager.register_fields`.
+
+        Examples
+        --------
+        >>> import scvi, biojepa as bj
+        >>> adata = scvi.data.synthetic_iid()
+        >>> bj.BioJEPA.setup_anndata(adata, batch_key="batch")
+        """
+        setup_method_args = cls._get_setup_method_args(**locals())
+        check_obs_keys(
+            adata,
+            {
+                "batch_key": batch_key,
+                "categorical_covariate_keys": categorical_covariate_keys,
+                "continuous_covariate_keys": continuous_covariate_keys,
+                "size_factor_key": size_factor_key,
+            },
+        )
+        check_continuous(adata, list(continuous_covariate_keys or []) + ([size_factor_key] if size_factor_key else []))
+        scale = resolve_input_scale(adata, layer, input_scale)
+        where = "adata.X" if layer is None else f"adata.layers[{layer!r}]"
+        how = "detected" if input_scale == INPUT_SCALES.AUTO else "set by `input_scale`"
+        kind = "raw counts" if scale == INPUT_SCALES.COUNTS else "log-normalized expression"
+        logger.info("BioJEPA: %s holds %s (%s).", where, kind, how)
+        if size_factor_key is not None and scale == INPUT_SCALES.LOG:
+            logger.warning("`size_factor_key` is ignored for log-normalized input.")
+        anndata_fields = [
+            LayerField(REGISTRY_KEYS.X_KEY, layer, is_count_data=False),
+            CategoricalObsField(REGISTRY_KEYS.BATCH_KEY, batch_key),
+            CategoricalJointObsField(REGISTRY_KEYS.CAT_COVS_KEY, categorical_covariate_keys),
+            NumericalJointObsField(REGISTRY_KEYS.CONT_COVS_KEY, continuous_covariate_keys),
+            NumericalObsField(REGISTRY_KEYS.SIZE_FACTOR_KEY, size_factor_key, required=False),
+        ]
+        adata_manager = AnnDataManager(fields=anndata_fields, setup_method_args=setup_method_args)
+        adata_manager.register_fields(adata, **kwargs)
+        cls.register_manager(adata_manager)
+
+    def _check_genes(self, adata: AnnData) -> None:
+        """Raise if ``adata`` lacks, or orders differently, the genes the model was trained on."""
+        expected = self.adata_manager.get_state_registry(REGISTRY_KEYS.X_KEY).column_names
+        if adata.n_vars == len(expected) and np.array_equal(np.asarray(adata.var_names), np.asarray(expected)):
+            return
+        missing = [g for g in expected if g not in set(adata.var_names)]
+        if missing:
+            raise ValueError(
+                f"The AnnData lacks {len(missing)} of the model's {len(expected)} genes (e.g. {missing[:5]}); "
+                "BioJEPA needs every training gene (add them as zeros if they were not measured)."
+            )
+        raise ValueError(
+            f"The AnnData's genes differ in order or number from the model's ({adata.n_vars} vs {len(expected)}); "
+            "subset and reorder them with `adata = adata[:, model.adata.var_names].copy()`."
+        )
+
+    @torch.inference_mode()
+    def get_latent_representation(
+        self,
+        adata: AnnData | None = None,
+        indices: Sequence[int] | None = None,
+        batch_size: int | None = None,
+        key_added: str | None = None,
+    ) -> np.ndarray:
+        """Embed cells with the context encoder seeing every gene module.
+
+        Parameters
+        ----------
+        adata
+            AnnData with the model's genes; ``None`` uses the training AnnData.
+        indices
+            Cells to embed; ``None`` embeds all.
+        batch_size
+            Minibatch size; ``None`` uses ``scvi.settings.batch_size``.
+        key_added
+            If given, also store the latent in ``adata.obsm[key_added]`` (requires ``indices=None``).
+
+        Returns
+        -------
+        Latent of shape ``(n_cells, n_latent)``.
+
+        Examples
+        --------
+        >>> import scvi, biojepa as bj
+        >>> adata = scvi.data.synthetic_iid()
+        >>> bj.BioJEPA.setup_anndata(adata)
+        >>> model = bj.BioJEPA(adata, n_latent=8)
+        >>> model.train(max_epochs=1)
+        >>> model.get_latent_representation(key_added="X_biojepa").shape
+        (400, 8)
+        """
+        self._check_if_trained(warn=True)
+        adata = self._validate_anndata(adata)
+        if key_added is not None and indices is not None:
+            raise ValueError("`key_added` stores a latent for every cell; pass `indices=None` with it.")
+        loader = self._make_data_loader(adata=adata, indices=indices, batch_size=batch_size)
+        self.module.eval()
+        latents = []
+        for tensors in loader:
+            inputs = self.module._get_inference_input(tensors)
+            latents.append(self.module.inference(**inputs, masked=False)[MODULE_KEYS.Z].cpu())
+        z = torch.cat(latents).numpy()
+        if key_added is not None:
+            adata.obsm[key_added] = z
+        return z
+
+    def _validate_anndata(self, adata: AnnData | None = None, copy_if_view: bool = True) -> AnnData:
+        if adata is not None and adata is not self.adata:
+            self._check_genes(adata)
+            check_expression(adata, self.adata_manager.registry["setup_args"]["layer"])
+        return super()._validate_anndata(adata, copy_if_view=copy_if_view)

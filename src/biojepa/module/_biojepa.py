@@ -1,0 +1,198 @@
+"""BioJEPAModule: wires tokenizer, context/target encoders and predictor; returns a LossOutput."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from scvi import REGISTRY_KEYS
+from scvi.module.base import BaseModuleClass, LossOutput, auto_move_data
+from torch import nn
+from torch.nn import functional as F
+
+from .._constants import INPUT_SCALES, LOSS_KEYS, MODULE_KEYS
+from ..masks import ModuleMaskSampler
+from ..nn import (
+    CellEncoder,
+    GeneTokenizer,
+    MaskedModulePredictor,
+    effective_rank,
+    ema_update,
+    make_target,
+    vicreg_covariance,
+    vicreg_variance,
+)
+
+
+class ConditionEmbedding(nn.Module):
+    """Sum of embeddings of the batch, the categorical covariates and a projection of continuous ones."""
+
+    def __init__(self, dim: int, n_batch: int, n_cats_per_cov: Sequence[int], n_continuous_cov: int):
+        super().__init__()
+        self.batch = nn.Embedding(n_batch, dim) if n_batch > 1 else None
+        self.cats = nn.ModuleList(nn.Embedding(n, dim) for n in n_cats_per_cov)
+        self.cont = nn.Linear(n_continuous_cov, dim, bias=False) if n_continuous_cov > 0 else None
+
+    @property
+    def is_empty(self) -> bool:
+        """True when there is nothing to condition on."""
+        return self.batch is None and len(self.cats) == 0 and self.cont is None
+
+    def forward(self, batch_index, cat_covs, cont_covs) -> torch.Tensor | None:
+        """Return ``(B, dim)`` or ``None`` when there is nothing to condition on."""
+        if self.is_empty:
+            return None
+        out = 0.0
+        if self.batch is not None:
+            out = out + self.batch(batch_index.long().view(-1))
+        for i, emb in enumerate(self.cats):
+            out = out + emb(cat_covs[:, i].long())
+        if self.cont is not None:
+            out = out + self.cont(cont_covs.float())
+        return out
+
+
+class BioJEPAModule(BaseModuleClass):
+    """JEPA over gene-module tokens.
+
+    ``inference`` runs the encoders: the EMA target encoder on every module (no gradient) and the
+    context encoder on the visible modules, giving the cell latent ``z``. ``generative`` runs the
+    predictor, which regresses the target states of the masked modules from ``z`` and the condition.
+    ``loss`` is the JEPA regression plus VICReg variance/covariance on ``z``.
+
+    Parameters
+    ----------
+    n_input
+        Number of genes.
+    module_index
+        ``(T, S)`` gene indices per module, padded with ``n_input``.
+    gene_mean, gene_std
+        Per-gene mean and standard deviation of normalized expression, used to standardize the input.
+    input_scale
+        ``"counts"`` (normalized to log1p CP10k inside) or ``"log"`` (used as is).
+    n_batch, n_cats_per_cov, n_continuous_cov
+        Sizes of the covariates the predictor is conditioned on.
+    n_latent, n_embed, n_layers, n_heads, mlp_ratio, dropout
+        Cell latent width, token width and context/target transformer settings.
+    predictor_dim, predictor_depth
+        Predictor width and depth.
+    mask_ratio
+        ``(low, high)`` fraction of modules hidden from the context encoder.
+    jepa_weight, variance_weight, covariance_weight
+        Loss weights (VICReg-style 25/25/1 by default).
+    """
+
+    def __init__(
+        self,
+        n_input: int,
+        module_index: torch.Tensor,
+        gene_mean: torch.Tensor,
+        gene_std: torch.Tensor,
+        input_scale: str = INPUT_SCALES.LOG,
+        n_batch: int = 0,
+        n_cats_per_cov: Sequence[int] | None = None,
+        n_continuous_cov: int = 0,
+        n_latent: int = 32,
+        n_embed: int = 64,
+        n_layers: int = 2,
+        n_heads: int = 4,
+        mlp_ratio: float = 2.0,
+        dropout: float = 0.0,
+        predictor_dim: int = 64,
+        predictor_depth: int = 2,
+        mask_ratio: tuple[float, float] = (0.25, 0.5),
+        jepa_weight: float = 25.0,
+        variance_weight: float = 25.0,
+        covariance_weight: float = 1.0,
+    ):
+        super().__init__()
+        if input_scale not in (INPUT_SCALES.COUNTS, INPUT_SCALES.LOG):
+            raise ValueError(f"`input_scale` must be 'counts' or 'log', got {input_scale!r}.")
+        self.input_scale = input_scale
+        self.n_latent = n_latent
+        self.jepa_weight, self.variance_weight, self.covariance_weight = jepa_weight, variance_weight, covariance_weight
+        self.register_buffer("gene_mean", torch.as_tensor(gene_mean, dtype=torch.float32))
+        self.register_buffer("gene_std", torch.as_tensor(gene_std, dtype=torch.float32))
+
+        tokenizer = GeneTokenizer(torch.as_tensor(module_index), n_input, n_embed)
+        self.mask_sampler = ModuleMaskSampler(tokenizer.n_modules, mask_ratio)
+        self.context_encoder = CellEncoder(tokenizer, n_latent, n_layers, n_heads, mlp_ratio, dropout)
+        self.target_encoder = make_target(self.context_encoder)
+        self.predictor = MaskedModulePredictor(
+            n_latent, tokenizer.n_modules, n_embed, predictor_dim, predictor_depth, max(1, predictor_dim // 16)
+        )
+        self.condition = ConditionEmbedding(predictor_dim, n_batch, n_cats_per_cov or [], n_continuous_cov)
+
+    def normalize(self, x: torch.Tensor, size_factor: torch.Tensor | None = None) -> torch.Tensor:
+        """Counts → log1p(CP10k) (library = ``size_factor`` if given); then per-gene standardize, clip ±10."""
+        x = x.float()
+        if self.input_scale == INPUT_SCALES.COUNTS:
+            library = x.sum(1, keepdim=True) if size_factor is None else size_factor.view(-1, 1).float()
+            x = torch.log1p(x / library.clamp(min=1e-8) * 1e4)
+        return ((x - self.gene_mean) / self.gene_std).clamp(-10.0, 10.0)  # (B, G)
+
+    def _get_inference_input(self, tensors: dict[str, torch.Tensor]) -> dict:
+        return {
+            "x": tensors[REGISTRY_KEYS.X_KEY],
+            "size_factor": tensors.get(REGISTRY_KEYS.SIZE_FACTOR_KEY),
+        }
+
+    def _get_generative_input(self, tensors, inference_outputs) -> dict:
+        return {
+            "z": inference_outputs[MODULE_KEYS.Z],
+            "masks_pred": inference_outputs.get(MODULE_KEYS.MASKS_PRED),
+            "batch_index": tensors.get(REGISTRY_KEYS.BATCH_KEY),
+            "cat_covs": tensors.get(REGISTRY_KEYS.CAT_COVS_KEY),
+            "cont_covs": tensors.get(REGISTRY_KEYS.CONT_COVS_KEY),
+        }
+
+    @auto_move_data
+    def inference(self, x, size_factor=None, masked: bool = True) -> dict[str, torch.Tensor]:
+        """Encode cells.
+
+        With ``masked=True`` (training and validation): the target encoder sees every module and its
+        layer-normed states at the masked modules become the regression target; the context encoder sees
+        the visible modules. With ``masked=False``: the context encoder sees every module (embedding).
+        """
+        x = self.normalize(x, size_factor)
+        if not masked:
+            _, z = self.context_encoder(x)
+            return {MODULE_KEYS.Z: z}
+        masks_enc, masks_pred = self.mask_sampler(x.shape[0], device=x.device)
+        # 1. target: EMA encoder on every module, no gradient
+        with torch.no_grad():
+            target_tokens, _ = self.target_encoder(x)  # (B, T, D)
+            target_tokens = F.layer_norm(target_tokens, target_tokens.shape[-1:])
+            target = target_tokens.gather(1, masks_pred[..., None].expand(-1, -1, target_tokens.shape[-1]))
+        # 2. context: online encoder on the visible modules
+        _, z = self.context_encoder(x, keep=masks_enc)  # (B, n_latent)
+        return {MODULE_KEYS.Z: z, MODULE_KEYS.MASKS_PRED: masks_pred, MODULE_KEYS.TARGET: target}
+
+    @auto_move_data
+    def generative(self, z, masks_pred, batch_index=None, cat_covs=None, cont_covs=None) -> dict[str, torch.Tensor]:
+        """Predict the target states of the modules in ``masks_pred`` from ``z`` and the condition."""
+        condition = self.condition(batch_index, cat_covs, cont_covs)
+        return {MODULE_KEYS.PRED: self.predictor(z, masks_pred, condition)}
+
+    def loss(self, tensors, inference_outputs, generative_outputs) -> LossOutput:
+        """JEPA regression (mean squared error per token element) + VICReg variance/covariance on ``z``."""
+        z = inference_outputs[MODULE_KEYS.Z]
+        pred = generative_outputs[MODULE_KEYS.PRED]
+        target = inference_outputs[MODULE_KEYS.TARGET]
+        jepa = F.mse_loss(pred, target)
+        var = vicreg_variance(z)
+        cov = vicreg_covariance(z)
+        loss = self.jepa_weight * jepa + self.variance_weight * var + self.covariance_weight * cov
+        extra = {
+            LOSS_KEYS.JEPA: jepa.detach(),
+            LOSS_KEYS.VARIANCE: var.detach(),
+            LOSS_KEYS.COVARIANCE: cov.detach(),
+            LOSS_KEYS.EFFECTIVE_RANK: effective_rank(z.detach()),
+            LOSS_KEYS.LATENT_STD: z.detach().std(0).mean(),
+        }
+        return LossOutput(loss=loss, n_obs_minibatch=z.shape[0], extra_metrics=extra)
+
+    @torch.no_grad()
+    def update_target(self, momentum: float) -> None:
+        """EMA step of the target encoder towards the context encoder."""
+        ema_update(self.target_encoder, self.context_encoder, momentum)

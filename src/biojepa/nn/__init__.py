@@ -1,0 +1,21 @@
+"""Neural-network building blocks of BioJEPA."""
+
+from ._ema import ema_update, make_target, momentum_schedule
+from ._encoder import Block, CellEncoder, Transformer
+from ._predictor import MaskedModulePredictor
+from ._tokenizer import GeneTokenizer
+from ._vicreg import effective_rank, vicreg_covariance, vicreg_variance
+
+__all__ = [
+    "Block",
+    "CellEncoder",
+    "GeneTokenizer",
+    "MaskedModulePredictor",
+    "Transformer",
+    "effective_rank",
+    "ema_update",
+    "make_target",
+    "momentum_schedule",
+    "vicreg_covariance",
+    "vicreg_variance",
+]

@@ -1,0 +1,103 @@
+"""Transformer blocks and the cell encoder (tokenizer → transformer → pooled cell latent)."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from ._tokenizer import GeneTokenizer
+
+
+class Block(nn.Module):
+    """Pre-norm transformer block with PyTorch's fused scaled-dot-product attention.
+
+    Parameters
+    ----------
+    dim
+        Token width.
+    n_heads
+        Attention heads; must divide ``dim``.
+    mlp_ratio
+        Hidden width of the MLP as a multiple of ``dim``.
+    dropout
+        Dropout on the attention and MLP outputs.
+    """
+
+    def __init__(self, dim: int, n_heads: int, mlp_ratio: float = 2.0, dropout: float = 0.0):
+        super().__init__()
+        if dim % n_heads != 0:
+            raise ValueError(f"`n_heads`={n_heads} must divide the token width {dim}.")
+        self.n_heads = n_heads
+        self.norm1 = nn.LayerNorm(dim)
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.proj = nn.Linear(dim, dim)
+        self.norm2 = nn.LayerNorm(dim)
+        hidden = int(dim * mlp_ratio)
+        self.mlp = nn.Sequential(nn.Linear(dim, hidden), nn.GELU(), nn.Linear(hidden, dim))
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Apply attention then MLP to ``x`` of shape ``(B, N, D)``; ``attn_mask`` is SDPA's mask."""
+        B, N, D = x.shape
+        qkv = self.qkv(self.norm1(x)).view(B, N, 3, self.n_heads, D // self.n_heads)  # (B, N, 3, H, Dh)
+        q, k, v = qkv.permute(2, 0, 3, 1, 4)  # each (B, H, N, Dh)
+        attn = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)  # (B, H, N, Dh)
+        x = x + self.dropout(self.proj(attn.transpose(1, 2).reshape(B, N, D)))
+        return x + self.dropout(self.mlp(self.norm2(x)))
+
+
+class Transformer(nn.Module):
+    """A stack of :class:`Block` with a final layer norm."""
+
+    def __init__(self, dim: int, depth: int, n_heads: int, mlp_ratio: float = 2.0, dropout: float = 0.0):
+        super().__init__()
+        self.blocks = nn.ModuleList(Block(dim, n_heads, mlp_ratio, dropout) for _ in range(depth))
+        self.norm = nn.LayerNorm(dim)
+
+    def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Run every block on ``x`` of shape ``(B, N, D)``."""
+        for block in self.blocks:
+            x = block(x, attn_mask)
+        return self.norm(x)
+
+
+class CellEncoder(nn.Module):
+    """Encode a cell: gene-module tokens → transformer → per-token states and a pooled cell latent ``z``.
+
+    The same class serves as context encoder (sees only the visible modules) and, as an EMA copy, as
+    target encoder (sees every module).
+
+    Parameters
+    ----------
+    tokenizer
+        The :class:`~biojepa.nn.GeneTokenizer`.
+    n_latent
+        Width of the cell latent ``z``.
+    depth, n_heads, mlp_ratio, dropout
+        Transformer settings; the token width is the tokenizer's.
+    """
+
+    def __init__(
+        self,
+        tokenizer: GeneTokenizer,
+        n_latent: int,
+        depth: int,
+        n_heads: int,
+        mlp_ratio: float = 2.0,
+        dropout: float = 0.0,
+    ):
+        super().__init__()
+        n_embed = tokenizer.module_embedding.shape[1]
+        self.tokenizer = tokenizer
+        self.transformer = Transformer(n_embed, depth, n_heads, mlp_ratio, dropout)
+        self.to_latent = nn.Linear(n_embed, n_latent)
+
+    def forward(self, x: torch.Tensor, keep: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Encode ``x`` ``(B, G)``; ``keep`` ``(B, K)`` selects visible modules. Returns tokens and ``z``."""
+        tokens = self.tokenizer(x)  # (B, T, D)
+        if keep is not None:
+            tokens = tokens.gather(1, keep[..., None].expand(-1, -1, tokens.shape[-1]))  # (B, K, D)
+        tokens = self.transformer(tokens)  # (B, K, D)
+        z = self.to_latent(tokens.mean(1))  # (B, n_latent)
+        return tokens, z

@@ -1,0 +1,5 @@
+"""Training plan of BioJEPA."""
+
+from ._plan import BioJEPATrainingPlan
+
+__all__ = ["BioJEPATrainingPlan"]

@@ -1,0 +1,74 @@
+"""Training plan: scvi-tools' TrainingPlan plus the EMA schedule of the target encoder."""
+
+from __future__ import annotations
+
+from inspect import signature
+
+from scvi.train import TrainingPlan
+
+from .._constants import LOSS_KEYS
+from ..nn import momentum_schedule
+
+
+class BioJEPATrainingPlan(TrainingPlan):
+    """Lightning training plan for BioJEPA.
+
+    Optimizer, learning-rate schedule and logging come from :class:`scvi.train.TrainingPlan`. After
+    every optimizer step the target encoder moves towards the context encoder by EMA, with momentum
+    ramping linearly from ``ema_momentum[0]`` to ``ema_momentum[1]`` over the run. Per epoch,
+    ``model.history`` gets ``train_loss``, the JEPA loss, the VICReg terms, the effective rank and mean
+    standard deviation of the latent and the EMA momentum (each averaged over the epoch's batches).
+
+    Parameters
+    ----------
+    module
+        A :class:`~biojepa.module.BioJEPAModule`.
+    ema_momentum
+        ``(start, end)`` of the momentum schedule.
+    lr, weight_decay, optimizer
+        Passed to :class:`scvi.train.TrainingPlan`.
+    **kwargs
+        Other keyword arguments of :class:`scvi.train.TrainingPlan`.
+    """
+
+    def __init__(
+        self,
+        module,
+        *,
+        ema_momentum: tuple[float, float] = (0.996, 1.0),
+        lr: float = 1e-3,
+        weight_decay: float = 1e-4,
+        optimizer: str = "AdamW",
+        **kwargs,
+    ):
+        plan_args = set(signature(TrainingPlan.__init__).parameters) - {"self", "module", "loss_kwargs"}
+        unknown = set(kwargs) - plan_args
+        if unknown:
+            raise TypeError(
+                f"Unknown plan_kwargs {sorted(unknown)}; BioJEPA's plan accepts ema_momentum, lr, weight_decay, "
+                f"optimizer and {sorted(plan_args - {'lr', 'weight_decay', 'optimizer'})}."
+            )
+        start, end = ema_momentum
+        if not 0.0 <= start <= end <= 1.0:
+            raise ValueError(f"`ema_momentum` must satisfy 0 <= start <= end <= 1, got {ema_momentum}.")
+        kwargs.setdefault("n_epochs_kl_warmup", None)
+        super().__init__(module, lr=lr, weight_decay=weight_decay, optimizer=optimizer, **kwargs)
+        self.ema_momentum = (start, end)
+
+    def compute_and_log_metrics(self, loss_output, metrics, mode: str) -> None:
+        """Log the loss terms of :class:`~scvi.module.base.LossOutput`'s ``extra_metrics`` per epoch."""
+        for key, value in loss_output.extra_metrics.items():
+            self.log(
+                f"{key}_{mode}",
+                value,
+                on_step=False,
+                on_epoch=True,
+                batch_size=loss_output.n_obs_minibatch,
+                sync_dist=self.use_sync_dist,
+            )
+
+    def on_train_batch_end(self, outputs, batch, batch_idx) -> None:
+        """EMA update of the target encoder, once per optimizer step."""
+        momentum = momentum_schedule(self.global_step, self.trainer.estimated_stepping_batches, *self.ema_momentum)
+        self.module.update_target(momentum)
+        self.log(LOSS_KEYS.MOMENTUM, momentum, on_step=False, on_epoch=True)
