@@ -2,6 +2,7 @@
 
 from ._genes import (
     coexpression_modules,
+    gene_loadings,
     gene_statistics,
     module_index_from_labels,
     normalize_expression,
@@ -14,6 +15,7 @@ __all__ = [
     "check_expression",
     "check_obs_keys",
     "coexpression_modules",
+    "gene_loadings",
     "gene_statistics",
     "get_matrix",
     "module_index_from_labels",

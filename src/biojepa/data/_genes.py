@@ -38,28 +38,48 @@ def gene_statistics(X_log: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return mean.astype(np.float32), std.astype(np.float32)
 
 
-def coexpression_modules(X_std: np.ndarray, n_modules: int, seed: int, n_components: int = 32) -> np.ndarray:
+def gene_loadings(X_std: np.ndarray, n_components: int, seed: int) -> np.ndarray:
+    """Co-expression embedding of every gene: its loadings on the top principal components.
+
+    Columns are the right singular vectors of standardized expression weighted by their singular values
+    (relative to the root mean square), scaled so that a module's token starts as a denoised PCA score of
+    its genes. When the data have fewer components than ``n_components`` the remaining columns are small
+    random values.
+
+    Returns
+    -------
+    Loadings of shape ``(G, n_components)``.
+    """
+    n_genes = X_std.shape[1]
+    k = max(1, min(n_components, min(X_std.shape) - 1))
+    _, s, vt = randomized_svd(X_std, n_components=k, random_state=seed)
+    loadings = vt.T * (s / np.sqrt(np.mean(s**2))) * np.sqrt(n_genes / n_components)  # (G, k)
+    if k < n_components:
+        rng = np.random.default_rng(seed)
+        loadings = np.hstack([loadings, 0.01 * rng.standard_normal((n_genes, n_components - k))])
+    return loadings.astype(np.float32)
+
+
+def coexpression_modules(loadings: np.ndarray, n_modules: int, seed: int) -> np.ndarray:
     """Group genes into ``n_modules`` equal-size modules of co-expressed genes.
 
-    Genes are embedded by their loadings on the top principal components of standardized expression,
-    clustered with k-means (cosine), clusters ordered by hierarchical clustering of their centroids and
-    genes within a cluster by distance to its centroid; the resulting co-expression order is cut into
+    Genes are clustered by k-means on their (unit-normalized) co-expression loadings, see
+    :func:`gene_loadings`; clusters are ordered by hierarchical clustering of their centroids and genes
+    within a cluster by distance to its centroid; the resulting co-expression order is cut into
     ``n_modules`` contiguous pieces whose sizes differ by at most one (so tokens stay balanced).
 
     Returns
     -------
     Module label per gene, shape ``(G,)``.
     """
-    n_genes = X_std.shape[1]
-    k = max(1, min(n_components, min(X_std.shape) - 1))
-    _, s, vt = randomized_svd(X_std, n_components=k, random_state=seed)
-    loadings = (vt.T * s).astype(np.float64)  # (G, k)
-    loadings /= np.linalg.norm(loadings, axis=1, keepdims=True) + 1e-12
+    n_genes = loadings.shape[0]
+    unit = loadings.astype(np.float64)
+    unit /= np.linalg.norm(unit, axis=1, keepdims=True) + 1e-12
     n_clusters = min(n_modules, n_genes)
-    km = KMeans(n_clusters=n_clusters, n_init=3, random_state=seed).fit(loadings)
+    km = KMeans(n_clusters=n_clusters, n_init=3, random_state=seed).fit(unit)
     centroids = km.cluster_centers_
     cluster_order = leaves_list(linkage(centroids, "average")) if n_clusters > 1 else np.zeros(1, int)
-    dist = np.linalg.norm(loadings - centroids[km.labels_], axis=1)
+    dist = np.linalg.norm(unit - centroids[km.labels_], axis=1)
     rank = np.empty(n_clusters, dtype=int)
     rank[cluster_order] = np.arange(n_clusters)
     gene_order = np.lexsort((dist, rank[km.labels_]))

@@ -26,6 +26,7 @@ from ..data import (
     check_expression,
     check_obs_keys,
     coexpression_modules,
+    gene_loadings,
     gene_statistics,
     get_matrix,
     module_index_from_labels,
@@ -44,8 +45,9 @@ _MAX_CELLS_FOR_GENE_STATS = 10_000
 class BioJEPA(UnsupervisedTrainingMixin, BaseModelClass):
     """Joint Embedding Predictive Architecture for single-cell expression :cite:p:`assran2023ijepa`.
 
-    Genes are grouped into co-expression modules, each module becomes a token, and the model learns a
-    cell latent by predicting, in embedding space, the target-encoder (EMA) representations of hidden
+    Genes are grouped into co-expression modules, each module becomes a token (the expression-weighted
+    sum of gene-identity embeddings, initialized from the genes' co-expression loadings), and the model
+    learns a cell latent by predicting, in embedding space, the target-encoder (EMA) representations of hidden
     modules from the visible ones. VICReg variance/covariance terms keep the latent from collapsing
     :cite:p:`bardes2022vicreg`. No reconstruction loss shapes the latent.
 
@@ -119,9 +121,10 @@ class BioJEPA(UnsupervisedTrainingMixin, BaseModelClass):
             size_factor = self.get_from_registry(self.adata, REGISTRY_KEYS.SIZE_FACTOR_KEY)[rows]
         X_log = normalize_expression(get_matrix(self.adata, layer)[rows], self.input_scale, size_factor)
         gene_mean, gene_std = gene_statistics(X_log)
+        X_std = np.clip((X_log - gene_mean) / gene_std, -10, 10)
+        loadings = gene_loadings(X_std, n_embed, seed=settings.seed or 0)
         if gene_modules is None:
-            X_std = np.clip((X_log - gene_mean) / gene_std, -10, 10)
-            gene_modules = coexpression_modules(X_std, n_modules, seed=settings.seed or 0)
+            gene_modules = coexpression_modules(loadings, n_modules, seed=settings.seed or 0)
         module_index = module_index_from_labels(gene_modules, n_genes)
 
         cat_state = (
@@ -134,6 +137,7 @@ class BioJEPA(UnsupervisedTrainingMixin, BaseModelClass):
             module_index=torch.from_numpy(module_index),
             gene_mean=torch.from_numpy(gene_mean),
             gene_std=torch.from_numpy(gene_std),
+            gene_embedding_init=torch.from_numpy(loadings),
             input_scale=self.input_scale,
             n_batch=self.summary_stats.n_batch,
             n_cats_per_cov=list(cat_state.n_cats_per_key) if cat_state is not None else None,

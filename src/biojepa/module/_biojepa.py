@@ -68,6 +68,8 @@ class BioJEPAModule(BaseModuleClass):
         ``(T, S)`` gene indices per module, padded with ``n_input``.
     gene_mean, gene_std
         Per-gene mean and standard deviation of normalized expression, used to standardize the input.
+    gene_embedding_init
+        ``(n_input, n_embed)`` initial gene-identity embeddings (e.g. co-expression loadings); random if ``None``.
     input_scale
         ``"counts"`` (normalized to log1p CP10k inside) or ``"log"`` (used as is).
     n_batch, n_cats_per_cov, n_continuous_cov
@@ -88,6 +90,7 @@ class BioJEPAModule(BaseModuleClass):
         module_index: torch.Tensor,
         gene_mean: torch.Tensor,
         gene_std: torch.Tensor,
+        gene_embedding_init: torch.Tensor | None = None,
         input_scale: str = INPUT_SCALES.LOG,
         n_batch: int = 0,
         n_cats_per_cov: Sequence[int] | None = None,
@@ -115,6 +118,8 @@ class BioJEPAModule(BaseModuleClass):
         self.register_buffer("gene_std", torch.as_tensor(gene_std, dtype=torch.float32))
 
         tokenizer = GeneTokenizer(torch.as_tensor(module_index), n_input, n_embed)
+        if gene_embedding_init is not None:
+            tokenizer.gene_embedding.data.copy_(torch.as_tensor(gene_embedding_init))
         self.mask_sampler = ModuleMaskSampler(tokenizer.n_modules, mask_ratio)
         self.context_encoder = CellEncoder(tokenizer, n_latent, n_layers, n_heads, mlp_ratio, dropout)
         self.target_encoder = make_target(self.context_encoder)
