@@ -115,3 +115,11 @@ def test_real_kang_log_layer_detected(caplog):
     with caplog.at_level(logging.INFO, logger="biojepa"):
         bj.BioJEPA.setup_anndata(adata, input_scale="log")  # counts forced to be read as log
     assert "set by `input_scale`" in caplog.text
+
+
+def test_early_stopping_monitors_validation_loss(synthetic):
+    bj.BioJEPA.setup_anndata(synthetic)
+    model = bj.BioJEPA(synthetic, n_latent=4, n_embed=16, n_heads=2, predictor_dim=16)
+    model.train(max_epochs=3, batch_size=64, early_stopping=True, enable_progress_bar=False)
+    assert len(model.history["validation_loss"]) == 3
+    assert np.isfinite(model.history["validation_loss"].to_numpy(dtype=float)).all()

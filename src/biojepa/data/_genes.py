@@ -16,8 +16,8 @@ from .._constants import INPUT_SCALES
 
 def normalize_expression(X, input_scale: str, size_factor: np.ndarray | None = None, target_sum: float = 1e4):
     """Numpy twin of the module's normalization: counts → ``log1p(x / library * target_sum)``; log unchanged."""
-    X = X.toarray() if sparse.issparse(X) else np.asarray(X, dtype=np.float64)
-    X = X.astype(np.float64)
+    X = X.toarray() if sparse.issparse(X) else np.asarray(X)
+    X = X.astype(np.float32)
     if input_scale == INPUT_SCALES.COUNTS:
         lib = X.sum(1, keepdims=True) if size_factor is None else np.asarray(size_factor, dtype=float).reshape(-1, 1)
         X = np.log1p(X / np.maximum(lib, 1e-8) * target_sum)
@@ -33,8 +33,8 @@ def sample_rows(n_obs: int, max_cells: int, seed: int) -> np.ndarray:
 
 def gene_statistics(X_log: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Mean and standard deviation (floored at 1e-2) per gene of normalized expression."""
-    mean = X_log.mean(0)
-    std = np.maximum(X_log.std(0), 1e-2)
+    mean = X_log.mean(0, dtype=np.float64)
+    std = np.maximum(X_log.std(0, dtype=np.float64), 1e-2)
     return mean.astype(np.float32), std.astype(np.float32)
 
 

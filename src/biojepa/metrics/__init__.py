@@ -1,5 +1,29 @@
-"""Evaluation metrics."""
+"""Evaluation metrics: representation quality and perturbation-prediction quality."""
 
+from ._perturbation import (
+    direction_error,
+    discrimination_score,
+    energy_distance,
+    evaluate,
+    l2_top_expressed,
+    mse_top_de,
+    pearson_delta,
+    top_de_genes,
+    top_expressed_genes,
+)
 from ._representation import effective_rank, knn_accuracy, silhouette
 
-__all__ = ["effective_rank", "knn_accuracy", "silhouette"]
+__all__ = [
+    "direction_error",
+    "discrimination_score",
+    "effective_rank",
+    "energy_distance",
+    "evaluate",
+    "knn_accuracy",
+    "l2_top_expressed",
+    "mse_top_de",
+    "pearson_delta",
+    "silhouette",
+    "top_de_genes",
+    "top_expressed_genes",
+]

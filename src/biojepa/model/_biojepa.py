@@ -58,7 +58,7 @@ class BioJEPA(UnsupervisedTrainingMixin, BaseModelClass):
     n_latent
         Width of the cell latent.
     n_modules
-        Number of gene modules (tokens). Default: ``min(32, max(2, n_genes // 8))``.
+        Number of gene modules (tokens). Default: ``min(16, max(2, n_genes // 8))``.
     gene_modules
         Optional module label per gene (e.g. pathway or program ids), overriding the co-expression modules.
     n_embed
@@ -91,16 +91,16 @@ class BioJEPA(UnsupervisedTrainingMixin, BaseModelClass):
 
     def __init__(
         self,
-        adata: AnnData | None = None,
+        adata: AnnData,
         n_latent: int = 32,
         n_modules: int | None = None,
         gene_modules: Sequence | None = None,
-        n_embed: int = 64,
+        n_embed: int = 32,
         n_layers: int = 2,
         n_heads: int = 4,
         mlp_ratio: float = 2.0,
         dropout: float = 0.0,
-        predictor_dim: int = 64,
+        predictor_dim: int = 32,
         predictor_depth: int = 2,
         mask_ratio: tuple[float, float] = (0.25, 0.5),
         jepa_weight: float = 25.0,
@@ -113,7 +113,7 @@ class BioJEPA(UnsupervisedTrainingMixin, BaseModelClass):
         self.input_scale = resolve_input_scale(self.adata, layer, setup_args["input_scale"])
         n_genes = self.summary_stats.n_vars
         if n_modules is None:
-            n_modules = min(32, max(2, n_genes // 8))
+            n_modules = min(16, max(2, n_genes // 8))
 
         rows = sample_rows(self.adata.n_obs, _MAX_CELLS_FOR_GENE_STATS, settings.seed or 0)
         size_factor = None
@@ -249,6 +249,51 @@ class BioJEPA(UnsupervisedTrainingMixin, BaseModelClass):
         raise ValueError(
             f"The AnnData's genes differ in order or number from the model's ({adata.n_vars} vs {len(expected)}); "
             "subset and reorder them with `adata = adata[:, model.adata.var_names].copy()`."
+        )
+
+    def train(
+        self,
+        max_epochs: int | None = None,
+        batch_size: int = 128,
+        early_stopping: bool = False,
+        plan_kwargs: dict | None = None,
+        **kwargs,
+    ):
+        """Train with scvi-tools' runner and Lightning (progress bar, devices, checkpoints).
+
+        Parameters
+        ----------
+        max_epochs
+            Number of epochs; ``None`` uses :func:`scvi.model.get_max_epochs_heuristic`.
+        batch_size
+            Minibatch size.
+        early_stopping
+            Stop when ``validation_loss`` stops improving (validation then runs every epoch).
+        plan_kwargs
+            Keyword arguments of :class:`~biojepa.train.BioJEPATrainingPlan` (``ema_momentum``, ``lr``, ...).
+        **kwargs
+            Other keyword arguments of :meth:`scvi.model.base.UnsupervisedTrainingMixin.train` and of
+            :class:`lightning.pytorch.Trainer` (e.g. ``train_size``, ``accelerator``, ``check_val_every_n_epoch``).
+
+        Examples
+        --------
+        >>> import scvi, biojepa as bj
+        >>> adata = scvi.data.synthetic_iid()
+        >>> bj.BioJEPA.setup_anndata(adata)
+        >>> model = bj.BioJEPA(adata, n_latent=8)
+        >>> model.train(max_epochs=2, batch_size=64)
+        >>> "jepa_loss_train" in model.history
+        True
+        """
+        if early_stopping:
+            kwargs.setdefault("early_stopping_monitor", "validation_loss")
+            kwargs.setdefault("check_val_every_n_epoch", 1)
+        return super().train(
+            max_epochs=max_epochs,
+            batch_size=batch_size,
+            early_stopping=early_stopping,
+            plan_kwargs=plan_kwargs,
+            **kwargs,
         )
 
     @torch.inference_mode()

@@ -67,8 +67,12 @@ class BioJEPATrainingPlan(TrainingPlan):
                 sync_dist=self.use_sync_dist,
             )
 
+    def on_train_start(self) -> None:
+        """Fix the length of the momentum schedule to the run's number of optimizer steps."""
+        self._total_steps = int(self.trainer.estimated_stepping_batches)
+
     def on_train_batch_end(self, outputs, batch, batch_idx) -> None:
         """EMA update of the target encoder, once per optimizer step."""
-        momentum = momentum_schedule(self.global_step, self.trainer.estimated_stepping_batches, *self.ema_momentum)
+        momentum = momentum_schedule(self.global_step, self._total_steps, *self.ema_momentum)
         self.module.update_target(momentum)
         self.log(LOSS_KEYS.MOMENTUM, momentum, on_step=False, on_epoch=True)
