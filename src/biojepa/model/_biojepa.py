@@ -97,7 +97,7 @@ class BioJEPA(UnsupervisedTrainingMixin, BaseModelClass):
         gene_modules: Sequence | None = None,
         n_embed: int = 32,
         n_layers: int = 2,
-        n_heads: int = 4,
+        n_heads: int = 2,
         mlp_ratio: float = 2.0,
         dropout: float = 0.0,
         predictor_dim: int = 32,

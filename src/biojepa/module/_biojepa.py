@@ -98,7 +98,7 @@ class BioJEPAModule(BaseModuleClass):
         n_latent: int = 32,
         n_embed: int = 32,
         n_layers: int = 2,
-        n_heads: int = 4,
+        n_heads: int = 2,
         mlp_ratio: float = 2.0,
         dropout: float = 0.0,
         predictor_dim: int = 32,
@@ -133,8 +133,8 @@ class BioJEPAModule(BaseModuleClass):
         x = x.float()
         if self.input_scale == INPUT_SCALES.COUNTS:
             library = x.sum(1, keepdim=True) if size_factor is None else size_factor.view(-1, 1).float()
-            x = torch.log1p(x / library.clamp(min=1e-8) * 1e4)
-        return ((x - self.gene_mean) / self.gene_std).clamp(-10.0, 10.0)  # (B, G)
+            x = torch.log1p(x * (1e4 / library.clamp(min=1e-8)))
+        return (x - self.gene_mean).div_(self.gene_std).clamp_(-10.0, 10.0)  # (B, G)
 
     def _get_inference_input(self, tensors: dict[str, torch.Tensor]) -> dict:
         return {

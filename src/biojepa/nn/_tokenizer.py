@@ -43,8 +43,10 @@ class GeneTokenizer(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Tokenize standardized expression ``x`` of shape ``(B, G)`` into ``(B, T, D)``."""
+        T, S = self.module_index.shape
+        flat = self.module_index.view(-1)
         x_pad = nn.functional.pad(x, (0, 1))  # (B, G + 1); last column is the padding slot
-        x_mod = x_pad[:, self.module_index]  # (B, T, S)
-        emb = nn.functional.pad(self.gene_embedding, (0, 0, 0, 1))[self.module_index]  # (T, S, D)
+        x_mod = x_pad.index_select(1, flat).view(-1, T, S)  # (B, T, S)
+        emb = nn.functional.pad(self.gene_embedding, (0, 0, 0, 1)).index_select(0, flat).view(T, S, -1)  # (T, S, D)
         tokens = torch.einsum("bts,tsd->btd", x_mod, emb) * self.inv_sqrt_size  # (B, T, D)
         return self.norm(tokens + self.module_embedding)

@@ -25,8 +25,8 @@ class BioJEPATrainingPlan(TrainingPlan):
         A :class:`~biojepa.module.BioJEPAModule`.
     ema_momentum
         ``(start, end)`` of the momentum schedule.
-    lr, weight_decay, optimizer
-        Passed to :class:`scvi.train.TrainingPlan`.
+    lr, weight_decay, eps, optimizer
+        Passed to :class:`scvi.train.TrainingPlan`; ``"Adam"``/``"AdamW"`` use PyTorch's fused kernels.
     **kwargs
         Other keyword arguments of :class:`scvi.train.TrainingPlan`.
     """
@@ -38,6 +38,7 @@ class BioJEPATrainingPlan(TrainingPlan):
         ema_momentum: tuple[float, float] = (0.996, 1.0),
         lr: float = 1e-3,
         weight_decay: float = 1e-4,
+        eps: float = 1e-8,
         optimizer: str = "AdamW",
         **kwargs,
     ):
@@ -45,15 +46,19 @@ class BioJEPATrainingPlan(TrainingPlan):
         unknown = set(kwargs) - plan_args
         if unknown:
             raise TypeError(
-                f"Unknown plan_kwargs {sorted(unknown)}; BioJEPA's plan accepts ema_momentum, lr, weight_decay, "
-                f"optimizer and {sorted(plan_args - {'lr', 'weight_decay', 'optimizer'})}."
+                f"Unknown plan_kwargs {sorted(unknown)}; BioJEPA's plan accepts ema_momentum, lr, weight_decay, eps, "
+                f"optimizer and {sorted(plan_args - {'lr', 'weight_decay', 'eps', 'optimizer'})}."
             )
         start, end = ema_momentum
         if not 0.0 <= start <= end <= 1.0:
             raise ValueError(f"`ema_momentum` must satisfy 0 <= start <= end <= 1, got {ema_momentum}.")
         kwargs.setdefault("n_epochs_kl_warmup", None)
-        super().__init__(module, lr=lr, weight_decay=weight_decay, optimizer=optimizer, **kwargs)
+        super().__init__(module, lr=lr, weight_decay=weight_decay, eps=eps, optimizer=optimizer, **kwargs)
         self.ema_momentum = (start, end)
+
+    def _optimizer_creator_fn(self, optimizer_cls):
+        """Adam/AdamW with the fused multi-tensor kernel (one kernel for all parameters)."""
+        return lambda params: optimizer_cls(params, lr=self.lr, eps=self.eps, weight_decay=self.weight_decay, fused=True)
 
     def compute_and_log_metrics(self, loss_output, metrics, mode: str) -> None:
         """Log the loss terms of :class:`~scvi.module.base.LossOutput`'s ``extra_metrics`` per epoch."""
