@@ -4,7 +4,7 @@ Loads the real file through :mod:`biojepa.datasets`, registers it, trains BioJEP
 ``adata.obsm["X_biojepa"]``, runs scanpy neighbors + UMAP on it, saves UMAP PNGs coloured by condition
 and by cell line, the model, the annotated AnnData and the training history, and prints where it all went.
 
-Run ``python scripts/run_main.py --out results/main`` (about 3 minutes on 2 CPU cores).
+Run ``python scripts/run_main.py --out results/main`` (about 1 minute on 2 CPU cores).
 """
 
 from __future__ import annotations
