@@ -31,7 +31,11 @@ LABEL = "cluster_id"
 
 
 def _metrics(z: np.ndarray, labels) -> dict[str, float]:
-    return {"kNN accuracy": knn_accuracy(z, labels), "silhouette": silhouette(z, labels), "effective rank": effective_rank(z)}
+    return {
+        "kNN accuracy": knn_accuracy(z, labels),
+        "silhouette": silhouette(z, labels),
+        "effective rank": effective_rank(z),
+    }
 
 
 def run_seed(adata, seed: int, epochs: int, batch_size: int) -> list[dict]:
@@ -45,8 +49,14 @@ def run_seed(adata, seed: int, epochs: int, batch_size: int) -> list[dict]:
     model = bj.BioJEPA(a)
     start = time.time()
     model.train(max_epochs=epochs, batch_size=batch_size, enable_progress_bar=False)
-    rows.append({"method": f"BioJEPA (n_latent={model.module.n_latent})", "seed": seed, "train s": time.time() - start,
-                 **_metrics(model.get_latent_representation(), labels)})
+    rows.append(
+        {
+            "method": f"BioJEPA (n_latent={model.module.n_latent})",
+            "seed": seed,
+            "train s": time.time() - start,
+            **_metrics(model.get_latent_representation(), labels),
+        }
+    )
 
     scvi.settings.seed = seed
     a = adata.copy()
@@ -54,8 +64,14 @@ def run_seed(adata, seed: int, epochs: int, batch_size: int) -> list[dict]:
     peer = scvi.model.SCVI(a)
     start = time.time()
     peer.train(max_epochs=epochs, batch_size=batch_size, enable_progress_bar=False)
-    rows.append({"method": f"SCVI (n_latent={peer.module.n_latent})", "seed": seed, "train s": time.time() - start,
-                 **_metrics(peer.get_latent_representation(), labels)})
+    rows.append(
+        {
+            "method": f"SCVI (n_latent={peer.module.n_latent})",
+            "seed": seed,
+            "train s": time.time() - start,
+            **_metrics(peer.get_latent_representation(), labels),
+        }
+    )
 
     a = adata.copy()
     sc.pp.normalize_total(a, target_sum=1e4)
@@ -71,8 +87,9 @@ def summarize(rows: list[dict]) -> pd.DataFrame:
     cols = ["kNN accuracy", "silhouette", "effective rank", "train s"]
     out = {}
     for method, group in df.groupby("method", sort=False):
-        out[method] = {c: f"{group[c].mean():.3f} ± {group[c].std(ddof=1):.3f}" if group[c].notna().all() else "–"
-                       for c in cols}
+        out[method] = {
+            c: f"{group[c].mean():.3f} ± {group[c].std(ddof=1):.3f}" if group[c].notna().all() else "–" for c in cols
+        }
     return pd.DataFrame(out).T
 
 
@@ -91,21 +108,24 @@ def main() -> None:
     rows = [row for seed in args.seeds for row in run_seed(adata, seed, args.epochs, args.batch_size)]
     table = summarize(rows)
     per_seed = pd.DataFrame(rows).round(3)
-    text = "\n".join([
-        f"Kang 2018 PBMCs ({adata.n_obs} cells × {adata.n_vars} genes, labels `{LABEL}`), {args.epochs} epochs, "
-        f"batch size {args.batch_size}, seeds {args.seeds}; {datetime.date.today()}, {platform.processor() or 'cpu'}, "
-        f"{torch.get_num_threads()} threads, biojepa {bj.__version__}, scvi-tools {scvi.__version__}.",
-        "",
-        f"Command: `python benchmarks/representation.py {' '.join(sys.argv[1:])}`",
-        "",
-        table.to_markdown(),
-        "",
-        "<details><summary>Per seed</summary>",
-        "",
-        per_seed.to_markdown(index=False),
-        "",
-        "</details>",
-    ])
+    text = "\n".join(
+        [
+            f"Kang 2018 PBMCs ({adata.n_obs} cells × {adata.n_vars} genes, labels `{LABEL}`), {args.epochs} epochs, "
+            f"batch size {args.batch_size}, seeds {args.seeds}; {datetime.date.today()}, "
+            f"{platform.processor() or 'cpu'}, "
+            f"{torch.get_num_threads()} threads, biojepa {bj.__version__}, scvi-tools {scvi.__version__}.",
+            "",
+            f"Command: `python benchmarks/representation.py {' '.join(sys.argv[1:])}`",
+            "",
+            table.to_markdown(),
+            "",
+            "<details><summary>Per seed</summary>",
+            "",
+            per_seed.to_markdown(index=False),
+            "",
+            "</details>",
+        ]
+    )
     print(text)
     if args.out is not None:
         args.out.write_text(text + "\n")

@@ -18,12 +18,12 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import scanpy as sc  # noqa: E402
-import scvi  # noqa: E402
-from sklearn.metrics import silhouette_score  # noqa: E402
+import matplotlib.pyplot as plt
+import scanpy as sc
+import scvi
+from sklearn.metrics import silhouette_score
 
-import biojepa as bj  # noqa: E402
+import biojepa as bj
 
 
 def main() -> None:
@@ -70,8 +70,10 @@ def main() -> None:
     z = adata.obsm["X_biojepa"]
     rank = model.history["effective_rank_train"].iloc[-1, 0]
     print(f"\nDone in {time.time() - start:.0f} s.")
-    print(f"Cell-line silhouette of the latent: {silhouette_score(z, adata.obs['cell_type']):.3f}; "
-          f"effective rank (last epoch): {rank:.1f} of {args.n_latent}.")
+    print(
+        f"Cell-line silhouette of the latent: {silhouette_score(z, adata.obs['cell_type']):.3f}; "
+        f"effective rank (last epoch): {rank:.1f} of {args.n_latent}."
+    )
     print(f"Latent:   adata.obsm['X_biojepa'] {z.shape} -> {h5ad}")
     for path in pngs:
         print(f"UMAP:     {path}")

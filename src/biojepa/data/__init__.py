@@ -3,6 +3,7 @@
 from ._genes import (
     coexpression_modules,
     gene_loadings,
+    gene_priors,
     gene_statistics,
     module_index_from_labels,
     normalize_expression,
@@ -16,6 +17,7 @@ __all__ = [
     "check_obs_keys",
     "coexpression_modules",
     "gene_loadings",
+    "gene_priors",
     "gene_statistics",
     "get_matrix",
     "module_index_from_labels",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -102,3 +103,50 @@ def module_index_from_labels(labels: Sequence, n_genes: int) -> np.ndarray:
     for t, genes in enumerate(groups):
         index[t, : len(genes)] = genes
     return index
+
+
+class GenePriors(NamedTuple):
+    """What the model learns from the data before training (see :func:`gene_priors`)."""
+
+    gene_mean: np.ndarray
+    gene_std: np.ndarray
+    loadings: np.ndarray
+    module_index: np.ndarray
+
+
+def gene_priors(
+    X,
+    input_scale: str,
+    n_embed: int,
+    n_modules: int,
+    gene_modules: Sequence | None = None,
+    size_factor: np.ndarray | None = None,
+    seed: int = 0,
+) -> GenePriors:
+    """Per-gene statistics, co-expression loadings and gene modules from a sample of cells ``X``.
+
+    Parameters
+    ----------
+    X
+        Cells × genes expression (dense or sparse), on ``input_scale``.
+    input_scale
+        ``"counts"`` or ``"log"``.
+    n_embed
+        Width of the loadings (the token width).
+    n_modules
+        Number of co-expression modules, used when ``gene_modules`` is ``None``.
+    gene_modules
+        Optional module label per gene.
+    size_factor
+        Library sizes of the cells of ``X`` (counts only).
+    seed
+        Seed of the SVD and k-means.
+    """
+    X_log = normalize_expression(X, input_scale, size_factor)
+    gene_mean, gene_std = gene_statistics(X_log)
+    X_std = np.clip((X_log - gene_mean) / gene_std, -10, 10)
+    loadings = gene_loadings(X_std, n_embed, seed=seed)
+    if gene_modules is None:
+        gene_modules = coexpression_modules(loadings, n_modules, seed=seed)
+    module_index = module_index_from_labels(gene_modules, X_log.shape[1])
+    return GenePriors(gene_mean, gene_std, loadings, module_index)

@@ -25,12 +25,8 @@ from ..data import (
     check_continuous,
     check_expression,
     check_obs_keys,
-    coexpression_modules,
-    gene_loadings,
-    gene_statistics,
+    gene_priors,
     get_matrix,
-    module_index_from_labels,
-    normalize_expression,
     resolve_input_scale,
     sample_rows,
 )
@@ -119,13 +115,16 @@ class BioJEPA(UnsupervisedTrainingMixin, BaseModelClass):
         size_factor = None
         if REGISTRY_KEYS.SIZE_FACTOR_KEY in self.adata_manager.data_registry:
             size_factor = self.get_from_registry(self.adata, REGISTRY_KEYS.SIZE_FACTOR_KEY)[rows]
-        X_log = normalize_expression(get_matrix(self.adata, layer)[rows], self.input_scale, size_factor)
-        gene_mean, gene_std = gene_statistics(X_log)
-        X_std = np.clip((X_log - gene_mean) / gene_std, -10, 10)
-        loadings = gene_loadings(X_std, n_embed, seed=settings.seed or 0)
-        if gene_modules is None:
-            gene_modules = coexpression_modules(loadings, n_modules, seed=settings.seed or 0)
-        module_index = module_index_from_labels(gene_modules, n_genes)
+        priors = gene_priors(
+            get_matrix(self.adata, layer)[rows],
+            self.input_scale,
+            n_embed=n_embed,
+            n_modules=n_modules,
+            gene_modules=gene_modules,
+            size_factor=size_factor,
+            seed=settings.seed or 0,
+        )
+        module_index = priors.module_index
 
         cat_state = (
             self.adata_manager.get_state_registry(REGISTRY_KEYS.CAT_COVS_KEY)
@@ -134,10 +133,10 @@ class BioJEPA(UnsupervisedTrainingMixin, BaseModelClass):
         )
         self.module = self._module_cls(
             n_input=n_genes,
-            module_index=torch.from_numpy(module_index),
-            gene_mean=torch.from_numpy(gene_mean),
-            gene_std=torch.from_numpy(gene_std),
-            gene_embedding_init=torch.from_numpy(loadings),
+            module_index=torch.from_numpy(priors.module_index),
+            gene_mean=torch.from_numpy(priors.gene_mean),
+            gene_std=torch.from_numpy(priors.gene_std),
+            gene_embedding_init=torch.from_numpy(priors.loadings),
             input_scale=self.input_scale,
             n_batch=self.summary_stats.n_batch,
             n_cats_per_cov=list(cat_state.n_cats_per_key) if cat_state is not None else None,

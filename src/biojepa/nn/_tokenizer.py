@@ -27,7 +27,9 @@ class GeneTokenizer(nn.Module):
     def __init__(self, module_index: torch.Tensor, n_genes: int, n_embed: int):
         super().__init__()
         if module_index.ndim != 2:
-            raise ValueError(f"`module_index` must be 2-D (n_modules, module_size), got shape {tuple(module_index.shape)}.")
+            raise ValueError(
+                f"`module_index` must be 2-D (n_modules, module_size), got shape {tuple(module_index.shape)}."
+            )
         self.n_genes = n_genes
         self.register_buffer("module_index", module_index.long())
         module_size = (module_index < n_genes).sum(1).clamp(min=1).float()

@@ -58,7 +58,9 @@ class BioJEPATrainingPlan(TrainingPlan):
 
     def _optimizer_creator_fn(self, optimizer_cls):
         """Adam/AdamW with the fused multi-tensor kernel (one kernel for all parameters)."""
-        return lambda params: optimizer_cls(params, lr=self.lr, eps=self.eps, weight_decay=self.weight_decay, fused=True)
+        return lambda params: optimizer_cls(
+            params, lr=self.lr, eps=self.eps, weight_decay=self.weight_decay, fused=True
+        )
 
     def compute_and_log_metrics(self, loss_output, metrics, mode: str) -> None:
         """Log the loss terms of :class:`~scvi.module.base.LossOutput`'s ``extra_metrics`` per epoch."""
