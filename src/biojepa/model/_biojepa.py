@@ -76,7 +76,7 @@ class BioJEPA(UnsupervisedTrainingMixin, BaseModelClass):
     >>> adata = scvi.data.synthetic_iid()
     >>> bj.BioJEPA.setup_anndata(adata, batch_key="batch")
     >>> model = bj.BioJEPA(adata, n_latent=8)
-    >>> model.train(max_epochs=1)
+    >>> model.train(max_epochs=1, enable_progress_bar=False)
     >>> z = model.get_latent_representation(key_added="X_biojepa")
     >>> z.shape
     (400, 8)
@@ -280,7 +280,7 @@ class BioJEPA(UnsupervisedTrainingMixin, BaseModelClass):
         >>> adata = scvi.data.synthetic_iid()
         >>> bj.BioJEPA.setup_anndata(adata)
         >>> model = bj.BioJEPA(adata, n_latent=8)
-        >>> model.train(max_epochs=2, batch_size=64)
+        >>> model.train(max_epochs=2, batch_size=64, enable_progress_bar=False)
         >>> "jepa_loss_train" in model.history
         True
         """
@@ -326,7 +326,7 @@ class BioJEPA(UnsupervisedTrainingMixin, BaseModelClass):
         >>> adata = scvi.data.synthetic_iid()
         >>> bj.BioJEPA.setup_anndata(adata)
         >>> model = bj.BioJEPA(adata, n_latent=8)
-        >>> model.train(max_epochs=1)
+        >>> model.train(max_epochs=1, enable_progress_bar=False)
         >>> model.get_latent_representation(key_added="X_biojepa").shape
         (400, 8)
         """
