@@ -1,7 +1,10 @@
 import logging
 import warnings
 
+import matplotlib
 import pytest
+
+matplotlib.use("Agg")  # headless plots
 
 
 @pytest.fixture(autouse=True)

@@ -1,0 +1,71 @@
+import anndata as ad
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import pytest
+import scvi
+
+import biojepa as bj
+
+
+@pytest.fixture(autouse=True)
+def _close():
+    yield
+    plt.close("all")
+
+
+def test_history_one_panel_per_loss_with_train_and_validation():
+    adata = scvi.data.synthetic_iid(batch_size=60, n_genes=30)
+    bj.BioJEPA.setup_anndata(adata)
+    model = bj.BioJEPA(adata, n_latent=4, n_embed=16, predictor_dim=16)
+    model.train(max_epochs=3, check_val_every_n_epoch=1, enable_progress_bar=False)
+    fig = bj.pl.history(model)
+    assert [ax.get_title() for ax in fig.axes] == [
+        "jepa loss",
+        "vicreg variance",
+        "vicreg covariance",
+        "effective rank",
+    ]
+    train_line = fig.axes[0].lines[0]
+    np.testing.assert_allclose(train_line.get_ydata(), model.history["jepa_loss_train"].to_numpy(dtype=float).ravel())
+    assert len(fig.axes[0].lines) == 2
+    with pytest.raises(KeyError, match="train the model first"):
+        bj.pl.history(model, keys=["nope"])
+
+
+def test_umap_leaves_adata_untouched():
+    rng = np.random.default_rng(0)
+    adata = ad.AnnData(np.zeros((80, 2)), obs={"g": np.repeat(["a", "b"], 40)})
+    adata.obsm["X_biojepa"] = np.r_[rng.normal(0, 1, (40, 3)), rng.normal(8, 1, (40, 3))]
+    fig = bj.pl.umap(adata, color="g")
+    assert fig.axes and set(adata.obsm) == {"X_biojepa"} and "neighbors" not in adata.uns
+    with pytest.raises(KeyError, match="get_latent_representation"):
+        bj.pl.umap(adata, color="g", use_rep="X_other")
+
+
+def _toy():
+    obs = {"condition": ["control"] * 20 + ["A"] * 20 + ["B"] * 20}
+    X = np.ones((60, 6))
+    X[20:40] += np.arange(6)
+    X[40:] -= 0.5
+    return ad.AnnData(X, obs=obs)
+
+
+def test_delta_scatter_points_are_observed_and_predicted_deltas():
+    adata = _toy()
+    pred = bj.baselines.Additive().fit(adata, "condition", "control").predict_perturbation(["A"])
+    ax = bj.pl.delta_scatter(pred, adata, "A", "condition", "control")
+    xy = ax.collections[0].get_offsets()
+    np.testing.assert_allclose(xy[:, 0], np.arange(6))  # observed delta of A
+    np.testing.assert_allclose(xy[:, 1], np.arange(6), atol=1e-5)  # additive of a seen single = observed
+    assert "Pearson Δ = 1.00" in ax.get_title()
+    with pytest.raises(KeyError, match="'C'"):
+        bj.pl.delta_scatter(pred, adata, "C", "condition", "control")
+
+
+def test_metric_bars_heights_are_means():
+    df = pd.DataFrame({"method": ["x", "x", "y"], "l2": [1.0, 3.0, 5.0]})
+    ax = bj.pl.metric_bars(df, "l2")
+    assert [p.get_height() for p in ax.patches] == [2.0, 5.0]
+    with pytest.raises(KeyError, match="'mse'"):
+        bj.pl.metric_bars(df, "mse")
