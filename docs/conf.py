@@ -110,7 +110,10 @@ html_title = f"biojepa {version}"
 
 # The README (included by index.md) links to repository files, which is right on GitHub; in the docs, point the
 # links at the pages that include those files instead.
-_README_LINKS = {"](CHANGELOG.md)": "](docs/changelog.md)"}
+_README_LINKS = {
+    "](CHANGELOG.md)": "](docs/changelog.md)",
+    "[Quickstart](tutorials/quickstart.ipynb)": "{doc}`Quickstart <tutorials/quickstart>`",
+}
 
 
 def _rewrite_readme_links(app, relative_path: Path, parent_docname: str, content: list[str]) -> None:
