@@ -38,40 +38,26 @@ def _metrics(z: np.ndarray, labels) -> dict[str, float]:
     }
 
 
+def _train_and_embed(model_cls, adata, seed: int, epochs: int, batch_size: int, labels) -> dict:
+    """Register a copy of ``adata``, train ``model_cls`` with its defaults and score its latent."""
+    scvi.settings.seed = seed
+    a = adata.copy()
+    model_cls.setup_anndata(a)
+    model = model_cls(a)
+    start = time.time()
+    model.train(max_epochs=epochs, batch_size=batch_size, enable_progress_bar=False)
+    return {
+        "method": f"{model_cls.__name__} (n_latent={model.module.n_latent})",
+        "seed": seed,
+        "train s": time.time() - start,
+        **_metrics(model.get_latent_representation(), labels),
+    }
+
+
 def run_seed(adata, seed: int, epochs: int, batch_size: int) -> list[dict]:
     """Embed with every method for one seed; return one row per method."""
     labels = adata.obs[LABEL].astype(str).to_numpy()
-    rows = []
-
-    scvi.settings.seed = seed
-    a = adata.copy()
-    bj.BioJEPA.setup_anndata(a)
-    model = bj.BioJEPA(a)
-    start = time.time()
-    model.train(max_epochs=epochs, batch_size=batch_size, enable_progress_bar=False)
-    rows.append(
-        {
-            "method": f"BioJEPA (n_latent={model.module.n_latent})",
-            "seed": seed,
-            "train s": time.time() - start,
-            **_metrics(model.get_latent_representation(), labels),
-        }
-    )
-
-    scvi.settings.seed = seed
-    a = adata.copy()
-    scvi.model.SCVI.setup_anndata(a)
-    peer = scvi.model.SCVI(a)
-    start = time.time()
-    peer.train(max_epochs=epochs, batch_size=batch_size, enable_progress_bar=False)
-    rows.append(
-        {
-            "method": f"SCVI (n_latent={peer.module.n_latent})",
-            "seed": seed,
-            "train s": time.time() - start,
-            **_metrics(peer.get_latent_representation(), labels),
-        }
-    )
+    rows = [_train_and_embed(cls, adata, seed, epochs, batch_size, labels) for cls in (bj.BioJEPA, scvi.model.SCVI)]
 
     a = adata.copy()
     sc.pp.normalize_total(a, target_sum=1e4)
