@@ -7,6 +7,9 @@ class _ExtraKeys(NamedTuple):
     """Registry keys that scvi-tools' ``REGISTRY_KEYS`` does not define."""
 
     INPUT_SCALE: str = "input_scale"
+    PERTURBATION: str = "perturbation"
+    DOSE: str = "dose"
+    PERTURBATION_TYPE: str = "perturbation_type"
 
 
 class _LossKeys(NamedTuple):
@@ -18,6 +21,8 @@ class _LossKeys(NamedTuple):
     EFFECTIVE_RANK: str = "effective_rank"
     LATENT_STD: str = "latent_std"
     MOMENTUM: str = "ema_momentum"
+    PERTURBATION: str = "perturbation_loss"
+    EXPRESSION: str = "expression_loss"
 
 
 class _ModuleKeys(NamedTuple):
@@ -29,6 +34,11 @@ class _ModuleKeys(NamedTuple):
     TARGET: str = "target"
     MASKS_ENC: str = "masks_enc"
     MASKS_PRED: str = "masks_pred"
+    TARGET_Z: str = "target_z"
+    X_NORM: str = "x_norm"
+    PERT_PRED: str = "pert_pred"
+    PERT_ROWS: str = "pert_rows"
+    EXPR_PRED: str = "expr_pred"
 
 
 class _InputScales(NamedTuple):

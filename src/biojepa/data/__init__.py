@@ -9,9 +9,21 @@ from ._genes import (
     normalize_expression,
     sample_rows,
 )
+from ._perturbation import (
+    PerturbationTables,
+    check_perturbation_setup,
+    ordered_genes,
+    parse_dose,
+    perturbation_tables,
+)
 from ._validate import check_continuous, check_expression, check_obs_keys, get_matrix, resolve_input_scale
 
 __all__ = [
+    "PerturbationTables",
+    "check_perturbation_setup",
+    "ordered_genes",
+    "parse_dose",
+    "perturbation_tables",
     "check_continuous",
     "check_expression",
     "check_obs_keys",

@@ -20,25 +20,28 @@ from scvi.data.fields import (
 )
 from scvi.model.base import BaseModelClass, UnsupervisedTrainingMixin
 
-from .._constants import INPUT_SCALES, MODULE_KEYS
+from .._constants import EXTRA_KEYS, INPUT_SCALES, MODULE_KEYS
 from ..data import (
     check_continuous,
     check_expression,
     check_obs_keys,
+    check_perturbation_setup,
     gene_priors,
     get_matrix,
+    perturbation_tables,
     resolve_input_scale,
     sample_rows,
 )
 from ..module import BioJEPAModule
 from ..train import BioJEPATrainingPlan
+from ._perturbation import PerturbationMixin
 
 logger = logging.getLogger(__name__)
 
 _MAX_CELLS_FOR_GENE_STATS = 10_000
 
 
-class BioJEPA(UnsupervisedTrainingMixin, BaseModelClass):
+class BioJEPA(PerturbationMixin, UnsupervisedTrainingMixin, BaseModelClass):
     """Joint Embedding Predictive Architecture for single-cell expression :cite:p:`assran2023ijepa`.
 
     Genes are grouped into co-expression modules, each module becomes a token (the expression-weighted
@@ -69,6 +72,11 @@ class BioJEPA(UnsupervisedTrainingMixin, BaseModelClass):
         ``(low, high)`` fraction of modules hidden from the context encoder at each step.
     jepa_weight, variance_weight, covariance_weight
         Loss weights of the JEPA regression and the VICReg variance/covariance terms.
+    perturbation_dim
+        Width of the perturbation tokens (used when a ``perturbation_key`` is registered).
+    perturbation_weight, expression_weight
+        Weights of the perturbation JEPA loss (predicted vs target latent of perturbed cells) and of the
+        expression head, which reads a stop-gradient latent and so does not shape it.
 
     Examples
     --------
@@ -102,6 +110,9 @@ class BioJEPA(UnsupervisedTrainingMixin, BaseModelClass):
         jepa_weight: float = 25.0,
         variance_weight: float = 25.0,
         covariance_weight: float = 1.0,
+        perturbation_dim: int = 64,
+        perturbation_weight: float = 1.0,
+        expression_weight: float = 1.0,
     ):
         super().__init__(adata)
         setup_args = self.adata_manager.registry["setup_args"]
@@ -131,6 +142,7 @@ class BioJEPA(UnsupervisedTrainingMixin, BaseModelClass):
             if REGISTRY_KEYS.CAT_COVS_KEY in self.adata_manager.data_registry
             else None
         )
+        perturbation = self._perturbation_module_kwargs()
         self.module = self._module_cls(
             n_input=n_genes,
             module_index=torch.from_numpy(priors.module_index),
@@ -153,12 +165,47 @@ class BioJEPA(UnsupervisedTrainingMixin, BaseModelClass):
             jepa_weight=jepa_weight,
             variance_weight=variance_weight,
             covariance_weight=covariance_weight,
+            perturbation_dim=perturbation_dim,
+            perturbation_weight=perturbation_weight,
+            expression_weight=expression_weight,
+            **perturbation,
         )
         self._model_summary_string = (
             f"BioJEPA: {n_genes} genes in {module_index.shape[0]} modules, n_latent={n_latent}, "
             f"n_embed={n_embed}, n_layers={n_layers}, input_scale={self.input_scale!r}"
         )
+        if perturbation:
+            self._model_summary_string += f", {len(self.perturbation_tables_.vocabulary)} perturbation tokens"
         self.init_params_ = self._get_init_params(locals())
+
+    def _perturbation_module_kwargs(self) -> dict:
+        """Lookup tables of the registered perturbation labels (empty without a ``perturbation_key``)."""
+        self.perturbation_tables_ = None
+        registry = self.adata_manager.data_registry
+        if EXTRA_KEYS.PERTURBATION not in registry:
+            return {}
+        args = self.adata_manager.registry["setup_args"]
+        labels = self.adata_manager.get_state_registry(EXTRA_KEYS.PERTURBATION).categorical_mapping
+        doses = None
+        if EXTRA_KEYS.DOSE in registry:
+            doses = list(self.adata_manager.get_state_registry(EXTRA_KEYS.DOSE).categorical_mapping)
+        tables = perturbation_tables(
+            list(map(str, labels)),
+            str(args["control_value"]),
+            args["combination_delimiter"],
+            self.adata.var_names,
+            doses,
+        )
+        self.perturbation_tables_ = tables
+        n_types = 0
+        if EXTRA_KEYS.PERTURBATION_TYPE in registry:
+            n_types = len(self.adata_manager.get_state_registry(EXTRA_KEYS.PERTURBATION_TYPE).categorical_mapping)
+        return {
+            "condition_genes": torch.from_numpy(tables.condition_genes),
+            "condition_dose": torch.from_numpy(tables.condition_dose) if tables.condition_dose is not None else None,
+            "n_extra_genes": len(tables.vocabulary) - tables.n_measured,
+            "n_perturbation_types": n_types,
+        }
 
     @classmethod
     def setup_anndata(
@@ -167,6 +214,11 @@ class BioJEPA(UnsupervisedTrainingMixin, BaseModelClass):
         layer: str | None = None,
         *,
         input_scale: Literal["auto", "counts", "log"] = "auto",
+        perturbation_key: str | None = None,
+        control_value: str | None = None,
+        combination_delimiter: str = "+",
+        dose_key: str | None = None,
+        perturbation_type_key: str | None = None,
         batch_key: str | None = None,
         categorical_covariate_keys: list[str] | None = None,
         continuous_covariate_keys: list[str] | None = None,
@@ -178,7 +230,9 @@ class BioJEPA(UnsupervisedTrainingMixin, BaseModelClass):
         Input may be raw counts (normalized to log1p CP10k inside the model) or log-normalized
         expression; the scale is detected (integers → counts) and logged, or forced with ``input_scale``.
         Registration adds scvi-tools' bookkeeping slots (``adata.obs["_scvi_batch"]``,
-        ``adata.obs["_scvi_labels"]``, ``adata.obsm["_scvi_extra_*"]``, ``adata.uns["_scvi_uuid"]``,
+        ``adata.obs["_scvi_labels"]``, ``adata.obsm["_scvi_extra_*"]``, with perturbations
+        ``adata.obs["_scvi_perturbation"]``, ``adata.obs["_scvi_dose"]`` and ``adata.obs["_scvi_perturbation_type"]``,
+        ``adata.uns["_scvi_uuid"]``,
         ``adata.uns["_scvi_manager_uuid"]``) and changes nothing else.
 
         Parameters
@@ -189,6 +243,20 @@ class BioJEPA(UnsupervisedTrainingMixin, BaseModelClass):
             Layer with the expression; ``None`` uses ``adata.X``.
         input_scale
             ``"auto"`` (detect), ``"counts"`` or ``"log"``.
+        perturbation_key
+            Column of ``adata.obs`` naming each cell's perturbed genes: the control value, a gene (``"SGK1"``) or
+            genes joined by ``combination_delimiter`` (``"KLF1+MAP2K6"``); GEARS-style ``"A+ctrl"`` and ``"ctrl"``
+            parse too. Enables :meth:`predict_perturbation`. Perturbed genes that are not measured get a learned
+            token; measured genes always have one (built from their identity embedding), perturbed or not.
+        control_value
+            Label of unperturbed cells in ``adata.obs[perturbation_key]`` (required with it).
+        combination_delimiter
+            String joining the genes of a combination.
+        dose_key
+            Column of ``adata.obs`` with the dose: a number, or one number per gene joined by the delimiter
+            (``"1+1"``).
+        perturbation_type_key
+            Column of ``adata.obs`` with the perturbation type (e.g. CRISPRa / CRISPRi / KO).
         batch_key
             Column of ``adata.obs`` with the batch; the predictor is conditioned on it, so the latent
             need not encode it.
@@ -213,8 +281,24 @@ class BioJEPA(UnsupervisedTrainingMixin, BaseModelClass):
                 "categorical_covariate_keys": categorical_covariate_keys,
                 "continuous_covariate_keys": continuous_covariate_keys,
                 "size_factor_key": size_factor_key,
+                "perturbation_key": perturbation_key,
+                "dose_key": dose_key,
+                "perturbation_type_key": perturbation_type_key,
             },
         )
+        if perturbation_key is None:
+            given = {
+                "control_value": control_value,
+                "dose_key": dose_key,
+                "perturbation_type_key": perturbation_type_key,
+            }
+            given = [k for k, v in given.items() if v is not None]
+            if given:
+                raise ValueError(f"{given} need `perturbation_key` (the adata.obs column with perturbation labels).")
+        else:
+            check_perturbation_setup(
+                adata, perturbation_key, control_value, combination_delimiter, dose_key, perturbation_type_key
+            )
         check_continuous(adata, list(continuous_covariate_keys or []) + ([size_factor_key] if size_factor_key else []))
         scale = resolve_input_scale(adata, layer, input_scale)
         where = "adata.X" if layer is None else f"adata.layers[{layer!r}]"
@@ -230,6 +314,12 @@ class BioJEPA(UnsupervisedTrainingMixin, BaseModelClass):
             NumericalJointObsField(REGISTRY_KEYS.CONT_COVS_KEY, continuous_covariate_keys),
             NumericalObsField(REGISTRY_KEYS.SIZE_FACTOR_KEY, size_factor_key, required=False),
         ]
+        if perturbation_key is not None:
+            anndata_fields.append(CategoricalObsField(EXTRA_KEYS.PERTURBATION, perturbation_key))
+            if dose_key is not None:
+                anndata_fields.append(CategoricalObsField(EXTRA_KEYS.DOSE, dose_key))
+            if perturbation_type_key is not None:
+                anndata_fields.append(CategoricalObsField(EXTRA_KEYS.PERTURBATION_TYPE, perturbation_type_key))
         adata_manager = AnnDataManager(fields=anndata_fields, setup_method_args=setup_method_args)
         adata_manager.register_fields(adata, **kwargs)
         cls.register_manager(adata_manager)

@@ -10,15 +10,18 @@ from scvi.module.base import BaseModuleClass, LossOutput, auto_move_data
 from torch import nn
 from torch.nn import functional as F
 
-from .._constants import INPUT_SCALES, LOSS_KEYS, MODULE_KEYS
+from .._constants import EXTRA_KEYS, INPUT_SCALES, LOSS_KEYS, MODULE_KEYS
 from ..masks import ModuleMaskSampler
 from ..nn import (
     CellEncoder,
+    ExpressionHead,
     GeneTokenizer,
     MaskedModulePredictor,
+    PerturbationEffect,
     effective_rank,
     ema_update,
     make_target,
+    masked_mse,
     vicreg_covariance,
     vicreg_variance,
 )
@@ -82,6 +85,20 @@ class BioJEPAModule(BaseModuleClass):
         ``(low, high)`` fraction of modules hidden from the context encoder.
     jepa_weight, variance_weight, covariance_weight
         Loss weights (VICReg-style 25/25/1 by default).
+    condition_genes
+        ``(n_conditions, K)`` perturbation-vocabulary indices of each registered perturbation label (``-1``
+        padded; see :class:`~biojepa.data.PerturbationTables`); ``None`` disables perturbation modelling.
+    condition_dose
+        ``(n_conditions, n_doses, K)`` per-gene doses of each (label, dose category) pair, or ``None``.
+    n_extra_genes
+        Perturbed genes that are not measured (learned identity embeddings).
+    n_perturbation_types
+        Categories of the perturbation type (0: none registered).
+    perturbation_dim
+        Width of perturbation tokens.
+    perturbation_weight, expression_weight
+        Weights of the perturbation JEPA loss and of the expression head's loss (the head reads a
+        stop-gradient latent, so its loss does not shape the latent).
     """
 
     def __init__(
@@ -107,6 +124,13 @@ class BioJEPAModule(BaseModuleClass):
         jepa_weight: float = 25.0,
         variance_weight: float = 25.0,
         covariance_weight: float = 1.0,
+        condition_genes: torch.Tensor | None = None,
+        condition_dose: torch.Tensor | None = None,
+        n_extra_genes: int = 0,
+        n_perturbation_types: int = 0,
+        perturbation_dim: int = 64,
+        perturbation_weight: float = 1.0,
+        expression_weight: float = 1.0,
     ):
         super().__init__()
         if input_scale not in (INPUT_SCALES.COUNTS, INPUT_SCALES.LOG):
@@ -127,6 +151,66 @@ class BioJEPAModule(BaseModuleClass):
             n_latent, tokenizer.n_modules, n_embed, predictor_dim, predictor_depth, max(1, predictor_dim // 16)
         )
         self.condition = ConditionEmbedding(predictor_dim, n_batch, n_cats_per_cov or [], n_continuous_cov)
+        self.perturbation = None
+        if condition_genes is not None:
+            self._init_perturbation(
+                condition_genes,
+                condition_dose,
+                n_input,
+                n_embed,
+                n_extra_genes,
+                n_perturbation_types,
+                perturbation_dim,
+                n_batch,
+                n_cats_per_cov or [],
+                n_continuous_cov,
+            )
+            self.perturbation_weight, self.expression_weight = perturbation_weight, expression_weight
+
+    def _init_perturbation(
+        self, condition_genes, condition_dose, n_input, n_embed, n_extra, n_types, dim, n_batch, n_cats, n_cont
+    ) -> None:
+        """Perturbation effect model, expression head and the per-covariate-group control latents."""
+        self.register_buffer("condition_genes", torch.as_tensor(condition_genes).long())
+        self.register_buffer(
+            "condition_dose", torch.as_tensor(condition_dose).float() if condition_dose is not None else None
+        )
+        self.perturbation = PerturbationEffect(
+            n_embed, n_extra, self.n_latent, dim, n_types, condition_dose is not None, depth=1, n_heads=2
+        )
+        self.perturbation_condition = ConditionEmbedding(dim, n_batch, n_cats, n_cont)
+        self.context_projection = nn.Linear(self.n_latent, dim)
+        self.expression_head = ExpressionHead(self.n_latent, n_input)
+        sizes = [max(n_batch, 1), *n_cats]  # covariate group = mixed-radix code of batch and categorical covariates
+        strides = torch.ones(len(sizes), dtype=torch.long)
+        for i in range(len(sizes) - 2, -1, -1):
+            strides[i] = strides[i + 1] * sizes[i + 1]
+        self.register_buffer("group_strides", strides)
+        n_groups = int(torch.tensor(sizes).prod())
+        self.register_buffer("control_latent", torch.zeros(n_groups, self.n_latent))
+        self.register_buffer("control_seen", torch.zeros(n_groups))
+
+    def group_index(self, batch_index, cat_covs=None) -> torch.Tensor:
+        """Covariate-group code of each cell: mixed radix over the batch and the categorical covariates."""
+        cols = [batch_index.long().view(-1, 1)]
+        if cat_covs is not None and cat_covs.shape[-1] > 0:
+            cols.append(cat_covs.long())
+        return (torch.cat(cols, 1) * self.group_strides).sum(1)
+
+    def perturbation_context(self, control_z, batch_index=None, cat_covs=None, cont_covs=None) -> torch.Tensor:
+        """Context vector of the effect model: the control population's latent plus the covariates."""
+        context = self.context_projection(control_z)
+        condition = self.perturbation_condition(batch_index, cat_covs, cont_covs)
+        return context if condition is None else context + condition
+
+    def lookup_condition(self, codes, dose_codes=None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Vocabulary indices ``(B, K)`` and doses of registered perturbation/dose category codes."""
+        codes = codes.long().view(-1)
+        genes = self.condition_genes[codes]
+        dose = None
+        if self.condition_dose is not None and dose_codes is not None:
+            dose = self.condition_dose[codes, dose_codes.long().view(-1)]
+        return genes, dose
 
     def normalize(self, x: torch.Tensor, size_factor: torch.Tensor | None = None) -> torch.Tensor:
         """Counts → log1p(CP10k) (library = ``size_factor`` if given); then per-gene standardize, clip ±10."""
@@ -149,6 +233,10 @@ class BioJEPAModule(BaseModuleClass):
             "batch_index": tensors.get(REGISTRY_KEYS.BATCH_KEY),
             "cat_covs": tensors.get(REGISTRY_KEYS.CAT_COVS_KEY),
             "cont_covs": tensors.get(REGISTRY_KEYS.CONT_COVS_KEY),
+            "target_z": inference_outputs.get(MODULE_KEYS.TARGET_Z),
+            "perturbation": tensors.get(EXTRA_KEYS.PERTURBATION),
+            "dose": tensors.get(EXTRA_KEYS.DOSE),
+            "perturbation_type": tensors.get(EXTRA_KEYS.PERTURBATION_TYPE),
         }
 
     @auto_move_data
@@ -166,18 +254,71 @@ class BioJEPAModule(BaseModuleClass):
         masks_enc, masks_pred = self.mask_sampler(x.shape[0], device=x.device)
         # 1. target: EMA encoder on every module, no gradient
         with torch.no_grad():
-            target_tokens, _ = self.target_encoder(x)  # (B, T, D)
+            target_tokens, target_z = self.target_encoder(x)  # (B, T, D), (B, n_latent)
             target_tokens = F.layer_norm(target_tokens, target_tokens.shape[-1:])
             target = target_tokens.gather(1, masks_pred[..., None].expand(-1, -1, target_tokens.shape[-1]))
         # 2. context: online encoder on the visible modules
         _, z = self.context_encoder(x, keep=masks_enc)  # (B, n_latent)
-        return {MODULE_KEYS.Z: z, MODULE_KEYS.MASKS_PRED: masks_pred, MODULE_KEYS.TARGET: target}
+        return {
+            MODULE_KEYS.Z: z,
+            MODULE_KEYS.MASKS_PRED: masks_pred,
+            MODULE_KEYS.TARGET: target,
+            MODULE_KEYS.TARGET_Z: target_z,
+            MODULE_KEYS.X_NORM: x,
+        }
 
     @auto_move_data
-    def generative(self, z, masks_pred, batch_index=None, cat_covs=None, cont_covs=None) -> dict[str, torch.Tensor]:
-        """Predict the target states of the modules in ``masks_pred`` from ``z`` and the condition."""
+    def generative(
+        self,
+        z,
+        masks_pred,
+        batch_index=None,
+        cat_covs=None,
+        cont_covs=None,
+        target_z=None,
+        perturbation=None,
+        dose=None,
+        perturbation_type=None,
+    ) -> dict[str, torch.Tensor]:
+        """Predict the target states of the modules in ``masks_pred`` from ``z`` and the condition.
+
+        With perturbations registered, also predict each perturbed cell's target latent from the matched
+        control population's latent plus the perturbation's shift, and decode the stop-gradient target latent
+        into expression.
+        """
         condition = self.condition(batch_index, cat_covs, cont_covs)
-        return {MODULE_KEYS.PRED: self.predictor(z, masks_pred, condition)}
+        out = {MODULE_KEYS.PRED: self.predictor(z, masks_pred, condition)}
+        if self.perturbation is None or perturbation is None or target_z is None:
+            return out
+        genes, doses = self.lookup_condition(perturbation, dose)
+        group = self.group_index(batch_index, cat_covs)
+        target_z = target_z.detach()
+        if self.training:
+            self._update_control_latents(target_z, group, (genes < 0).all(1))
+        control_z = self.control_latent[group]
+        context = self.perturbation_context(control_z, batch_index, cat_covs, cont_covs)
+        effect = self.perturbation(
+            self.context_encoder.tokenizer.gene_embedding, genes, context, doses, perturbation_type
+        )
+        out[MODULE_KEYS.PERT_PRED] = control_z + effect["shift"]
+        out[MODULE_KEYS.PERT_ROWS] = (genes >= 0).any(1) & (self.control_seen[group] > 0)
+        out[MODULE_KEYS.EXPR_PRED] = self.expression_head(target_z)
+        return out
+
+    @torch.no_grad()
+    def _update_control_latents(self, target_z, group, is_control, momentum: float = 0.9) -> None:
+        """Running mean of the target latents of control cells, per covariate group."""
+        if not bool(is_control.any()):
+            return
+        g, zc = group[is_control], target_z[is_control]
+        sums = torch.zeros_like(self.control_latent).index_add_(0, g, zc)
+        counts = torch.zeros_like(self.control_seen).index_add_(0, g, torch.ones_like(g, dtype=zc.dtype))
+        present = counts > 0
+        means = sums[present] / counts[present, None]
+        first = self.control_seen[present] == 0
+        old = self.control_latent[present]
+        self.control_latent[present] = torch.where(first[:, None], means, momentum * old + (1 - momentum) * means)
+        self.control_seen[present] += counts[present]
 
     def loss(self, tensors, inference_outputs, generative_outputs) -> LossOutput:
         """JEPA regression (mean squared error per token element) + VICReg variance/covariance on ``z``."""
@@ -188,12 +329,21 @@ class BioJEPAModule(BaseModuleClass):
         var = vicreg_variance(z)
         cov = vicreg_covariance(z)
         loss = self.jepa_weight * jepa + self.variance_weight * var + self.covariance_weight * cov
+        extra = {}
+        if MODULE_KEYS.PERT_PRED in generative_outputs:
+            target_z = inference_outputs[MODULE_KEYS.TARGET_Z]
+            rows = generative_outputs[MODULE_KEYS.PERT_ROWS]
+            pert = masked_mse(generative_outputs[MODULE_KEYS.PERT_PRED], target_z, rows)
+            expr = F.mse_loss(generative_outputs[MODULE_KEYS.EXPR_PRED], inference_outputs[MODULE_KEYS.X_NORM])
+            loss = loss + self.perturbation_weight * pert + self.expression_weight * expr
+            extra = {LOSS_KEYS.PERTURBATION: pert.detach(), LOSS_KEYS.EXPRESSION: expr.detach()}
         extra = {
             LOSS_KEYS.JEPA: jepa.detach(),
             LOSS_KEYS.VARIANCE: var.detach(),
             LOSS_KEYS.COVARIANCE: cov.detach(),
             LOSS_KEYS.EFFECTIVE_RANK: effective_rank(z.detach()),
             LOSS_KEYS.LATENT_STD: z.detach().std(0).mean(),
+            **extra,
         }
         return LossOutput(loss=loss, n_obs_minibatch=z.shape[0], extra_metrics=extra)
 

@@ -1,0 +1,279 @@
+"""Perturbation-prediction benchmark: BioJEPA vs the no-change, train-mean, additive and linear baselines.
+
+Splits (every method is fitted on the same training cells and scored by :func:`biojepa.metrics.evaluate`):
+
+- ``norman_doubles``: the 5 Norman 2019 doubles of the PerturBench devel file whose two singles are present
+  (KLF1+MAP2K6, KLF1+TGFBR2, MAP2K3+MAP2K6, MAP2K3+SLC38A2, MAPK1+TGFBR2) are held out.
+- ``mcfaline_cross_line``: each of the 9 McFaline 2023 knockouts is held out in one of the 3 glioma lines (3 per
+  line, assignment shuffled by the seed) while seen in the other two. Run in the same training run as
+  ``norman_doubles`` (different cells), with the Norman CRISPRa data as extra context.
+- ``norman_unseen_singles``: leave-one-gene-out singles in K562. Only genes with a token after removal can be
+  predicted by BioJEPA: the one measured gene (TMSB4X) and the 9 genes also perturbed in the McFaline lines (their
+  learned tokens come from CRISPRi data there). These 10 genes are split into 2 folds (seeded); each fold removes
+  every Norman cell whose perturbation contains a fold gene (singles and doubles).
+- ``sergio_doubles`` / ``sergio_unseen_singles`` (``--sergio``): the 2,000-gene sergio-rs screen of
+  ``benchmarks/simulate_screen.py`` (log1p-normalized): 24 doubles whose singles are seen, and 12 knocked-out genes
+  removed entirely (all their conditions), in one training run. For held-out singles the known network adds a
+  ground-truth score: AUROC of ``|predicted delta|`` for the knocked-out gene's downstream genes.
+
+Metrics: mean over the held-out perturbations of each split, then mean ± sd over the seeds. The Norman doubles'
+predicted interaction (prediction − additive) is compared with Norman's genetic-interaction fits.
+
+Run ``python benchmarks/perturbation.py --out docs/_perturbation.md [--sergio]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import logging
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+import scvi
+
+import biojepa as bj
+from biojepa.baselines import Additive, Linear, NoChange, TrainMean
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _common import cpu_model, quiet
+
+SEEDS = (0, 1, 2)
+KEY, CONTROL, COV = "condition", "control", "cell_type"
+NORMAN_DOUBLES = ["KLF1+MAP2K6", "KLF1+TGFBR2", "MAP2K3+MAP2K6", "MAP2K3+SLC38A2", "MAPK1+TGFBR2"]
+METRICS = ["pearson_delta", "pearson_delta_top20", "mse_top20", "direction_error_top20", "l2_top1000",
+           "discrimination", "energy_distance"]  # fmt: skip
+BASELINES = {"NoChange": NoChange, "TrainMean": TrainMean, "Additive": Additive, "Linear": Linear}
+
+
+def _genes(label: str) -> set[str]:
+    return set() if label == CONTROL else set(label.split("+"))
+
+
+def _fit_predict(train, full, requests, seed, epochs, setup_kwargs, extra=None) -> list[pd.DataFrame]:
+    """Train BioJEPA and the baselines on ``train``; score predictions of ``requests`` [(split, label, group)]."""
+    scvi.settings.seed = seed
+    a = train.copy()
+    bj.BioJEPA.setup_anndata(a, perturbation_key=KEY, control_value=CONTROL, **setup_kwargs)
+    model = bj.BioJEPA(a)
+    start = time.time()
+    model.train(max_epochs=epochs, enable_progress_bar=False)
+    seconds = time.time() - start
+    cov_keys = list(setup_kwargs.get("categorical_covariate_keys") or [])
+    methods = {"BioJEPA": None} | {name: cls().fit(train, KEY, CONTROL, cov_keys) for name, cls in BASELINES.items()}
+    out, preds = [], {}
+    for name, method in methods.items():
+        for (split, group), reqs in pd.DataFrame(requests, columns=["split", "label", "group"]).groupby(
+            ["split", "group"]
+        ):
+            covariates = {COV: group} if cov_keys else None
+            for label in reqs["label"]:
+                try:
+                    with warnings.catch_warnings():
+                        warnings.simplefilter("ignore")
+                        if method is None:
+                            pred = model.predict_perturbation(label, covariates=covariates)
+                        else:
+                            pred = method.predict_perturbation(label, covariates=covariates)
+                except ValueError:  # no token / embedding for a gene: this method cannot predict it
+                    continue
+                scores = bj.metrics.evaluate(pred, full, KEY, CONTROL, cov_keys)
+                scores = scores.assign(method=name, split=split, seed=seed, label=label)
+                out.append(scores)
+                preds[(name, label, group)] = pred
+                if extra is not None:
+                    extra(name, label, group, pred, scores)
+    logging.getLogger("bench").info("seed %d: trained in %.0f s", seed, seconds)
+    return out, preds
+
+
+def perturbench(seed: int, epochs: int) -> tuple[list[pd.DataFrame], dict]:
+    """Norman doubles + McFaline cross-line (one run) and Norman leave-one-gene-out singles (two runs)."""
+    full = bj.datasets.perturbench_devel()
+    rng = np.random.default_rng(seed)
+    setup = {"categorical_covariate_keys": [COV], "perturbation_type_key": "perturbation_type"}
+    mcf = full.obs[full.obs["dataset"] == "mcfaline23"]
+    perts = sorted(set(mcf[KEY]) - {CONTROL})
+    lines = sorted(set(mcf[COV]))
+    order = rng.permutation(perts)
+    held = {(p, lines[i // 3]) for i, p in enumerate(order)}
+    is_norman = (full.obs["dataset"] == "norman19").to_numpy()
+    drop = is_norman & full.obs[KEY].isin(NORMAN_DOUBLES).to_numpy()
+    drop |= np.array([(c, t) in held for c, t in zip(full.obs[KEY], full.obs[COV], strict=True)])
+    requests = [("norman_doubles", d, "k562") for d in NORMAN_DOUBLES]
+    requests += [("mcfaline_cross_line", p, line) for p, line in sorted(held)]
+    results, preds = _fit_predict(full[~drop].copy(), full, requests, seed, epochs, setup)
+
+    measured = [g for g in {g for c in full.obs.loc[is_norman, KEY] for g in _genes(c)} if g in full.var_names]
+    logo = sorted(set(measured) | set(perts))
+    logo = list(rng.permutation(logo))
+    for fold in (logo[: len(logo) // 2], logo[len(logo) // 2 :]):
+        drop = is_norman & np.array([bool(_genes(c) & set(fold)) for c in full.obs[KEY]])
+        reqs = [("norman_unseen_singles", g, "k562") for g in fold]
+        res, _ = _fit_predict(full[~drop].copy(), full, reqs, seed, epochs, setup)
+        results += res
+    return results, preds
+
+
+def gi_agreement(preds_by_seed: list[dict]) -> pd.DataFrame:
+    """Interaction coefficients of the held-out Norman doubles: Norman's fit vs fits of observed/predicted deltas.
+
+    Following Norman et al. (2019), a double's mean expression change is regressed on its two singles' observed
+    changes, ``delta_ab ~ c_a delta_a + c_b delta_b`` (least squares over the 500 genes); additive is
+    ``c_a = c_b = 1``. Also the Pearson correlation, over the top-20 DE genes of the double, of the predicted
+    interaction (prediction − additive) with the observed interaction (observed − additive).
+    """
+    full = bj.datasets.perturbench_devel()
+    gi = bj.datasets.norman2019_gi_tables()["regr_fits_final"]
+    obs = full[full.obs["dataset"] == "norman19"]
+    X = np.asarray(obs.X.todense()) if hasattr(obs.X, "todense") else np.asarray(obs.X)
+    means = {c: X[(obs.obs[KEY] == c).to_numpy()].mean(0) for c in obs.obs[KEY].unique()}
+    ctrl = means[CONTROL]
+    rows = []
+    for double in NORMAN_DOUBLES:
+        a, b = sorted(double.split("+"))
+        name = f"{a}_{b}" if f"{a}_{b}" in gi.index else f"{b}_{a}"
+        first, second = name.split("_")
+        design = np.stack([means[first] - ctrl, means[second] - ctrl], 1)
+        observed = means.get(double, means.get(f"{b}+{a}")) - ctrl
+        de = np.argsort(-np.abs(observed))[:20]
+        row = {
+            "double": double,
+            "Norman c_first": gi.loc[name, "coef_first"],
+            "Norman c_second": gi.loc[name, "coef_second"],
+        }
+        row["observed c_first"], row["observed c_second"] = np.linalg.lstsq(design, observed, rcond=None)[0]
+        for method in ("BioJEPA", "Additive", "Linear"):
+            coefs, corr = [], []
+            for preds in preds_by_seed:
+                pred = preds.get((method, double, "k562"))
+                if pred is None:
+                    continue
+                delta = np.asarray(pred.layers["delta"])[0]
+                coefs.append(np.linalg.lstsq(design, delta, rcond=None)[0])
+                inter = delta - design.sum(1)
+                if np.std(inter[de]) > 1e-12:
+                    corr.append(np.corrcoef(inter[de], (observed - design.sum(1))[de])[0, 1])
+            if coefs:
+                c = np.mean(coefs, 0)
+                row[f"{method} c_first"], row[f"{method} c_second"] = c
+                row[f"{method} interaction r"] = np.mean(corr) if corr else np.nan
+        rows.append(row)
+    return pd.DataFrame(rows).set_index("double")
+
+
+def sergio(seed: int, epochs: int) -> list[pd.DataFrame]:
+    """Held-out doubles and unseen (leave-gene-out) singles on the simulated 2,000-gene screen."""
+    import scanpy as sc
+    from simulate_screen import main as simulate_screen
+
+    raw = ad.read_h5ad(simulate_screen([]))
+    full = ad.AnnData(
+        raw.X.copy(), obs=raw.obs[["perturbation"]].rename(columns={"perturbation": KEY}), var=raw.var[[]]
+    )
+    sc.pp.normalize_total(full, target_sum=1e4)
+    sc.pp.log1p(full)
+    rng = np.random.default_rng(seed)
+    conds = sorted(set(full.obs[KEY]) - {CONTROL})
+    singles = [c for c in conds if "+" not in c]
+    held_genes = set(rng.choice(singles, 12, replace=False))
+    doubles = [c for c in conds if "+" in c and not (_genes(c) & held_genes)]
+    held_doubles = list(rng.choice(doubles, 24, replace=False))
+    drop = np.array([bool(_genes(c) & held_genes) or c in held_doubles for c in full.obs[KEY]])
+    requests = [("sergio_doubles", d, "all") for d in held_doubles]
+    requests += [("sergio_unseen_singles", g, "all") for g in sorted(held_genes)]
+    edges = raw.uns["grn_edges"]
+    downstream = _downstream(edges)
+    genes = list(full.var_names)
+
+    def network_auc(name, label, group, pred, scores):
+        if "+" in label:
+            return
+        from sklearn.metrics import roc_auc_score
+
+        y = np.isin(genes, list(downstream.get(label, ())))
+        y[genes.index(label)] = False
+        if 0 < y.sum() < len(y):
+            scores["network_auroc"] = roc_auc_score(y, np.abs(np.asarray(pred.layers["delta"])[0]))
+
+    results, _ = _fit_predict(full[~drop].copy(), full, requests, seed, epochs, {}, extra=network_auc)
+    return results
+
+
+def _downstream(edges: pd.DataFrame) -> dict[str, set[str]]:
+    """Every gene reachable from each regulator in the true network."""
+    cols = list(edges.columns)
+    src, dst = ("regulator", "target") if "regulator" in cols else (cols[0], cols[1])
+    children: dict[str, set[str]] = {}
+    for s, d in zip(edges[src], edges[dst], strict=True):
+        children.setdefault(str(s), set()).add(str(d))
+    out = {}
+    for gene in children:
+        seen, stack = set(), [gene]
+        while stack:
+            for child in children.get(stack.pop(), ()):
+                if child not in seen:
+                    seen.add(child)
+                    stack.append(child)
+        out[gene] = seen
+    return out
+
+
+def summarize(results: pd.DataFrame) -> pd.DataFrame:
+    """Mean over held-out perturbations per (split, method, seed), then mean ± sd over seeds."""
+    metrics = [m for m in [*METRICS, "network_auroc"] if m in results]
+    per_seed = results.groupby(["split", "method", "seed"])[metrics].mean()
+    counts = results.groupby(["split", "method", "seed"]).size().groupby(["split", "method"]).mean()
+    mean, sd = per_seed.groupby(["split", "method"]).mean(), per_seed.groupby(["split", "method"]).std()
+    table = mean.map(lambda v: f"{v:.3f}") + " ± " + sd.map(lambda v: f"{v:.3f}")
+    table = table.where(mean.notna(), "n/a")
+    table.insert(0, "n", counts.astype(int))
+    return table
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seeds", type=int, nargs="+", default=list(SEEDS))
+    parser.add_argument("--epochs", type=int, default=50)
+    parser.add_argument("--sergio", action="store_true", help="also run the simulated 2,000-gene screen")
+    parser.add_argument("--skip-perturbench", action="store_true")
+    parser.add_argument("--out", type=Path, default=None, help="write a markdown report here")
+    args = parser.parse_args()
+    quiet()
+    logging.getLogger("bench").setLevel(logging.INFO)
+    logging.basicConfig(format="%(message)s")
+    start = time.time()
+    results, preds_by_seed = [], []
+    for seed in args.seeds:
+        if not args.skip_perturbench:
+            res, preds = perturbench(seed, args.epochs)
+            results += res
+            preds_by_seed.append(preds)
+        if args.sergio:
+            results += sergio(seed, args.epochs)
+    results = pd.concat(results, ignore_index=True)
+    table = summarize(results)
+    lines = [
+        f"Command: `python benchmarks/perturbation.py {' '.join(sys.argv[1:])}`",
+        f"Date: {datetime.date.today()}; machine: {cpu_model()}; seeds {args.seeds}; {args.epochs} epochs; "
+        f"total {time.time() - start:.0f} s.",
+        "",
+        table.to_markdown(),
+    ]
+    if preds_by_seed:
+        lines += ["", "Interaction coefficients of the held-out Norman doubles:", "",
+                  gi_agreement(preds_by_seed).round(3).to_markdown()]  # fmt: skip
+    report = "\n".join(lines)
+    print(report)
+    if args.out is not None:
+        args.out.write_text(report + "\n")
+        results.to_csv(args.out.with_suffix(".csv"), index=False)
+
+
+if __name__ == "__main__":
+    main()

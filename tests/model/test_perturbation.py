@@ -1,0 +1,139 @@
+import numpy as np
+import pandas as pd
+import pytest
+import scvi
+import torch
+
+import biojepa as bj
+from biojepa.baselines import Additive
+
+
+def _model(adata, epochs=5, **setup):
+    scvi.settings.seed = 0
+    setup.setdefault("categorical_covariate_keys", ["line"])
+    bj.BioJEPA.setup_anndata(adata, perturbation_key="condition", control_value="control", **setup)
+    model = bj.BioJEPA(adata, n_latent=8)
+    model.train(max_epochs=epochs, batch_size=64, enable_progress_bar=False)
+    return model
+
+
+@pytest.fixture(scope="module")
+def trained(screen_factory):
+    adata = screen_factory(counts=False)
+    return _model(adata, epochs=15), adata
+
+
+def test_setup_errors(screen_factory):
+    adata = screen_factory()
+    with pytest.raises(ValueError, match="'ctrl' not found"):
+        bj.BioJEPA.setup_anndata(adata, perturbation_key="condition", control_value="ctrl")
+    with pytest.raises(KeyError, match="guide"):
+        bj.BioJEPA.setup_anndata(adata, perturbation_key="guide", control_value="control")
+    with pytest.raises(ValueError, match="need `perturbation_key`"):
+        bj.BioJEPA.setup_anndata(adata, control_value="control")
+    adata.obs["dose"] = "1+1+1"
+    with pytest.raises(ValueError, match="'1\\+1\\+1'"):
+        bj.BioJEPA.setup_anndata(adata, perturbation_key="condition", control_value="control", dose_key="dose")
+
+
+def test_gears_labels_register():
+    adata = bj.datasets.norman2019_gears_tiny()
+    bj.BioJEPA.setup_anndata(adata, layer="counts", perturbation_key="condition", control_value="ctrl")
+    model = bj.BioJEPA(adata, n_latent=4)
+    tables = model.perturbation_tables_
+    labels = model.adata_manager.get_state_registry("perturbation").categorical_mapping
+    for label, genes in zip(labels, tables.condition_genes, strict=True):
+        expected = [] if label == "ctrl" else [g for g in label.split("+") if g != "ctrl"]
+        assert [tables.vocabulary[i] for i in genes if i >= 0] == expected
+
+
+def test_seen_single_is_observed_delta_and_double_starts_additive(trained):
+    model, adata = trained
+    additive = Additive().fit(adata, "condition", "control", ["line"])
+    pred = model.predict_perturbation(["g0", "g0+g1"], covariates={"line": "L1"})
+    base = additive.predict_perturbation(["g0", "g0+g1"], covariates={"line": "L1"})
+    np.testing.assert_allclose(pred.layers["delta"][0], base.layers["delta"][0], atol=1e-4)
+    inter = model.module.perturbation.to_interaction
+    saved = [p.detach().clone() for p in inter.parameters()]
+    with torch.no_grad():
+        for p in inter.parameters():
+            p.zero_()
+    try:
+        zero = model.predict_perturbation("g0+g1", covariates={"line": "L1"})
+    finally:
+        with torch.no_grad():
+            for p, s in zip(inter.parameters(), saved, strict=True):
+                p.copy_(s)
+    np.testing.assert_allclose(zero.layers["delta"][0], base.layers["delta"][1], atol=1e-4)
+    # the learned interaction moves the double towards the observed non-additive block (genes 40-49)
+    observed = adata[(adata.obs.condition == "g0+g1") & (adata.obs.line == "L1")].X.mean(0)
+    ctrl = adata[(adata.obs.condition == "control") & (adata.obs.line == "L1")].X.mean(0)
+    assert pred.layers["delta"][1, 40:50].mean() > zero.layers["delta"][0, 40:50].mean()
+    assert (observed - ctrl)[40:50].mean() > 0.5
+
+
+def test_prediction_layout_and_no_mutation(trained):
+    model, adata = trained
+    before = adata.copy()
+    pred = model.predict_perturbation(["g0+g1", "g5", "control"])
+    assert pred.shape == (6, adata.n_vars)
+    assert list(pred.obs.columns) == ["condition", "line"]
+    assert pred.obs["condition"].tolist() == ["g0+g1", "g5", "control"] * 2
+    assert pred.obsm["X_biojepa"].shape == (6, 8)
+    ctrl = adata[(adata.obs.condition == "control") & (adata.obs.line == "L1")].X.mean(0)
+    np.testing.assert_allclose(pred.X[0] - pred.layers["delta"][0], ctrl, atol=1e-4)
+    np.testing.assert_allclose(pred.layers["delta"][2], 0.0)
+    assert np.abs(pred.layers["delta"][1]).sum() > 0  # unseen measured gene: predicted from its token
+    pd.testing.assert_frame_equal(adata.obs, before.obs)
+    np.testing.assert_array_equal(adata.X, before.X)
+
+
+def test_unseen_gene_and_covariate_errors(trained):
+    model, _ = trained
+    with pytest.raises(ValueError, match="NOTAGENE"):
+        model.predict_perturbation("NOTAGENE")
+    with pytest.raises(KeyError, match="L9"):
+        model.predict_perturbation("g0", covariates={"line": "L9"})
+    with pytest.raises(KeyError, match="donor"):
+        model.predict_perturbation("g0", covariates={"donor": "x"})
+
+
+def test_perturbation_in_a_line_where_it_was_never_observed(screen_factory):
+    adata = screen_factory()
+    keep = ~((adata.obs.condition == "g2") & (adata.obs.line == "L2")).to_numpy()
+    model = _model(adata[keep].copy(), epochs=3)
+    pred = model.predict_perturbation("g2", covariates={"line": "L2"})
+    assert pred.shape[0] == 1 and np.isfinite(pred.X).all() and (pred.X >= 0).all()  # counts scale
+    ctrl = adata[(adata.obs.condition == "control") & (adata.obs.line == "L2")].X.mean(0)
+    np.testing.assert_allclose(pred.X[0] - pred.layers["delta"][0], ctrl, rtol=1e-4)
+
+
+def test_embedding_and_retrieval(trained):
+    model, adata = trained
+    emb = model.get_perturbation_embedding(covariates={"line": "L1"})
+    assert emb.shape == (4, 8)
+    assert sorted(emb.obs["condition"]) == ["g0", "g0+g1", "g1", "g2"]
+    hits = 0
+    for cond in ("g0", "g1", "g2"):
+        idx = np.flatnonzero(((adata.obs.condition == cond) & (adata.obs.line == "L1")).to_numpy())
+        ranking = model.retrieve_perturbations(adata, idx)
+        hits += ranking.iloc[0]["condition"] == cond
+    assert hits == 3
+    with pytest.raises(ValueError, match="covariate groups"):
+        model.retrieve_perturbations(adata, np.arange(adata.n_obs))
+
+
+def test_save_load_keeps_predictions(trained, tmp_path):
+    model, adata = trained
+    pred = model.predict_perturbation("g0+g1")
+    model.save(tmp_path / "m")
+    loaded = bj.BioJEPA.load(tmp_path / "m", adata=adata)
+    np.testing.assert_allclose(loaded.predict_perturbation("g0+g1").X, pred.X, atol=1e-5)
+
+
+def test_no_perturbation_setup_error():
+    adata = scvi.data.synthetic_iid(batch_size=20, n_genes=20)
+    bj.BioJEPA.setup_anndata(adata)
+    model = bj.BioJEPA(adata, n_latent=4)
+    with pytest.raises(ValueError, match="perturbation_key"):
+        model.predict_perturbation("0")
