@@ -23,6 +23,7 @@ class _LossKeys(NamedTuple):
     MOMENTUM: str = "ema_momentum"
     PERTURBATION: str = "perturbation_loss"
     EXPRESSION: str = "expression_loss"
+    INTERACTION: str = "interaction_norm"
 
 
 class _ModuleKeys(NamedTuple):
@@ -38,6 +39,7 @@ class _ModuleKeys(NamedTuple):
     X_NORM: str = "x_norm"
     PERT_PRED: str = "pert_pred"
     PERT_ROWS: str = "pert_rows"
+    PERT_INTERACTION: str = "pert_interaction"
     EXPR_PRED: str = "expr_pred"
 
 

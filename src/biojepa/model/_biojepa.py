@@ -77,6 +77,8 @@ class BioJEPA(PerturbationMixin, UnsupervisedTrainingMixin, BaseModelClass):
     perturbation_weight, expression_weight
         Weights of the perturbation JEPA loss (predicted vs target latent of perturbed cells) and of the
         expression head, which reads a stop-gradient latent and so does not shape it.
+    interaction_penalty
+        Weight of the squared interaction term of combinations (shrinks it towards the additive composition).
 
     Examples
     --------
@@ -113,6 +115,7 @@ class BioJEPA(PerturbationMixin, UnsupervisedTrainingMixin, BaseModelClass):
         perturbation_dim: int = 64,
         perturbation_weight: float = 1.0,
         expression_weight: float = 1.0,
+        interaction_penalty: float = 1.0,
     ):
         super().__init__(adata)
         setup_args = self.adata_manager.registry["setup_args"]
@@ -168,6 +171,7 @@ class BioJEPA(PerturbationMixin, UnsupervisedTrainingMixin, BaseModelClass):
             perturbation_dim=perturbation_dim,
             perturbation_weight=perturbation_weight,
             expression_weight=expression_weight,
+            interaction_penalty=interaction_penalty,
             **perturbation,
         )
         self._model_summary_string = (

@@ -172,39 +172,61 @@ class PerturbationMixin:
         values = parse_dose(1.0 if dose is None else dose, len(genes), args["combination_delimiter"], "dose")
         return torch.tensor([values[: len(genes)]], dtype=torch.float32, device=self.device)
 
+    def _profile(self, adata: AnnData, group: _Group, n_control_cells: int, seed: int) -> dict:
+        """Control latents/expression of a group and the observed latent and log-expression shift of its singles.
+
+        ``anchor`` is the mean over the group's singles (each single weighs the same) of the observed shift: the
+        starting point for a gene never observed alone in the group, to which the model adds its token's effect.
+        """
+        ctrl = group.control
+        if ctrl.size > n_control_cells:
+            ctrl = np.sort(np.random.default_rng(seed).choice(ctrl, n_control_cells, replace=False))
+        z_ctrl = self._target_latent(adata, ctrl)
+        z0 = z_ctrl.mean(0)
+        log_ctrl = self._log_expression(adata, group.control)
+        ctrl_mean = log_ctrl.mean(0)
+        singles = {
+            gene: (self._target_latent(adata, rows).mean(0) - z0, self._log_expression(adata, rows).mean(0) - ctrl_mean)
+            for gene, rows in group.singles.items()
+        }
+        anchor = (np.zeros_like(z0), np.zeros_like(ctrl_mean))
+        if singles:
+            anchor = tuple(np.mean([v[i] for v in singles.values()], 0) for i in range(2))
+        return {"z_ctrl": z_ctrl, "z0": z0, "log_ctrl": log_ctrl, "singles": singles, "anchor": anchor}
+
     @torch.inference_mode()
     def _latent_shifts(self, adata, groups, parsed, perturbation_type, dose, n_control_cells, seed):
-        """Per group and perturbation: total latent shift, the shift of observed singles, and context latents."""
+        """Per group and perturbation: predicted latent shift, the observed (anchor) shift and expression change.
+
+        A gene observed alone in the group contributes its observed shift (and observed expression change) as
+        anchor; any other gene contributes the group's mean single shift as anchor and its token's effect to the
+        prediction. The predicted shift adds the learned interaction.
+        """
         self.module.eval()
-        vocab = self.perturbation_tables_
         gene_embedding = self.module.context_encoder.tokenizer.gene_embedding
-        rng = np.random.default_rng(seed)
+        dev = self.device
         out = []
         for group in groups:
-            ctrl = group.control
-            if ctrl.size > n_control_cells:
-                ctrl = np.sort(rng.choice(ctrl, n_control_cells, replace=False))
-            z_ctrl = self._target_latent(adata, ctrl)
-            z0 = torch.as_tensor(z_ctrl.mean(0, keepdims=True), device=self.device)
-            tensors = self._group_tensors(adata, group.control)
-            context = self.module.perturbation_context(z0, **tensors)
+            prof = self._profile(adata, group, n_control_cells, seed)
+            z0 = torch.as_tensor(prof["z0"][None], device=dev)
+            context = self.module.perturbation_context(z0, **self._group_tensors(adata, group.control))
             ptype = self._type_code(group, perturbation_type)
-            single_z = {}
             for genes in parsed:
                 shift, base = torch.zeros_like(z0), torch.zeros_like(z0)
+                anchor_delta = np.zeros(adata.n_vars)
                 if genes:
-                    idx = torch.tensor([vocab.index(genes)], device=self.device)
+                    idx = torch.tensor([self.perturbation_tables_.index(genes)], device=dev)
                     eff = self.module.perturbation(gene_embedding, idx, context, self._dose_tensor(genes, dose), ptype)
                     shift = shift + eff["interaction"]
                     for k, gene in enumerate(genes):
-                        if gene in group.singles:
-                            if gene not in single_z:
-                                single_z[gene] = self._target_latent(adata, group.singles[gene]).mean(0, keepdims=True)
-                            observed = torch.as_tensor(single_z[gene], device=self.device) - z0
-                            shift, base = shift + observed, base + observed
+                        z_obs, d_obs = prof["singles"].get(gene, prof["anchor"])
+                        base = base + torch.as_tensor(z_obs[None], device=dev)
+                        anchor_delta = anchor_delta + d_obs
+                        if gene in prof["singles"]:
+                            shift = shift + torch.as_tensor(z_obs[None], device=dev)
                         else:
                             shift = shift + eff["effects"][:, k]
-                out.append((group, genes, shift, base, z_ctrl, z0))
+                out.append((group, genes, shift, base, anchor_delta, prof))
         return out
 
     # ------------------------------------------------------------------ public API
@@ -273,28 +295,29 @@ class PerturbationMixin:
         adata, groups, _ = self._reference(adata, covariates)
         results = self._latent_shifts(adata, groups, parsed, perturbation_type, dose, n_control_cells, seed)
         std = self.module.gene_std.cpu().numpy().astype(np.float64)
-        cache: dict[tuple, tuple] = {}
+        head = self.module.expression_head
         X, delta, latents, obs = [], [], [], []
-        for (group, genes, shift, base, z_ctrl, z0), label in zip(results, labels * len(groups), strict=True):
-            if group.values not in cache:
-                cache[group.values] = self._control_expression(adata, group)
-            log_ctrl, counts_ctrl, lib = cache[group.values]
-            d_log = np.zeros(adata.n_vars)
+        for (group, genes, shift, base, anchor_delta, prof), label in zip(results, labels * len(groups), strict=True):
+            d_log = anchor_delta
             if genes:
-                zc = torch.as_tensor(z_ctrl, device=self.device)
+                zc = torch.as_tensor(prof["z_ctrl"], device=self.device)
                 with torch.inference_mode():
-                    head = self.module.expression_head
                     decoded = (head(zc + shift).mean(0) - head(zc + base).mean(0)).cpu().numpy()
-                d_log = decoded * std
-                for gene in genes:
-                    if gene in group.singles:
-                        d_log = d_log + self._log_expression(adata, group.singles[gene]).mean(0) - log_ctrl.mean(0)
+                d_log = anchor_delta + decoded * std
+            log_ctrl = prof["log_ctrl"]
             if self.input_scale == INPUT_SCALES.COUNTS:
+                counts = get_matrix(adata, args["layer"])[group.control]
+                counts = counts.toarray() if sparse.issparse(counts) else np.asarray(counts)
+                lib = np.maximum(counts.sum(1), 1e-8)
+                if REGISTRY_KEYS.SIZE_FACTOR_KEY in self.adata_manager.data_registry:
+                    lib = np.asarray(
+                        self.get_from_registry(adata, REGISTRY_KEYS.SIZE_FACTOR_KEY)[group.control]
+                    ).ravel()
                 x = (np.expm1(log_ctrl + d_log) * lib[:, None] / 1e4).mean(0)
-                X.append(x), delta.append(x - counts_ctrl)
+                X.append(x), delta.append(x - counts.mean(0))
             else:
                 X.append(log_ctrl.mean(0) + d_log), delta.append(d_log)
-            latents.append((z0 + shift).cpu().numpy()[0])
+            latents.append(prof["z0"] + shift.cpu().numpy()[0])
             obs.append((label, *group.values))
         pred = AnnData(
             X=np.vstack(X).astype(np.float32),
@@ -318,15 +341,6 @@ class PerturbationMixin:
         for genes in parsed:
             self.perturbation_tables_.index(genes)
         return parsed, [canonical_label(g, delim, control) for g in parsed]
-
-    def _control_expression(self, adata, group: _Group):
-        log_ctrl = self._log_expression(adata, group.control)
-        counts_ctrl, lib = None, None
-        if self.input_scale == INPUT_SCALES.COUNTS:
-            X = get_matrix(adata, self.adata_manager.registry["setup_args"]["layer"])[group.control]
-            X = X.toarray() if sparse.issparse(X) else np.asarray(X)
-            counts_ctrl, lib = X.mean(0), np.maximum(X.sum(1), 1e-8)
-        return log_ctrl, counts_ctrl, lib
 
     def get_perturbation_embedding(
         self,

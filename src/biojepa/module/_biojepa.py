@@ -99,6 +99,10 @@ class BioJEPAModule(BaseModuleClass):
     perturbation_weight, expression_weight
         Weights of the perturbation JEPA loss and of the expression head's loss (the head reads a
         stop-gradient latent, so its loss does not shape the latent).
+    interaction_penalty
+        Weight of the mean squared interaction term of combinations: the interaction stays at zero (additive
+        composition) unless the data pay for it, and where per-gene effects can explain a combination alone
+        (a member never observed alone) they do.
     """
 
     def __init__(
@@ -131,6 +135,7 @@ class BioJEPAModule(BaseModuleClass):
         perturbation_dim: int = 64,
         perturbation_weight: float = 1.0,
         expression_weight: float = 1.0,
+        interaction_penalty: float = 1.0,
     ):
         super().__init__()
         if input_scale not in (INPUT_SCALES.COUNTS, INPUT_SCALES.LOG):
@@ -166,6 +171,7 @@ class BioJEPAModule(BaseModuleClass):
                 n_continuous_cov,
             )
             self.perturbation_weight, self.expression_weight = perturbation_weight, expression_weight
+            self.interaction_penalty = interaction_penalty
 
     def _init_perturbation(
         self, condition_genes, condition_dose, n_input, n_embed, n_extra, n_types, dim, n_batch, n_cats, n_cont
@@ -302,6 +308,7 @@ class BioJEPAModule(BaseModuleClass):
         )
         out[MODULE_KEYS.PERT_PRED] = control_z + effect["shift"]
         out[MODULE_KEYS.PERT_ROWS] = (genes >= 0).any(1) & (self.control_seen[group] > 0)
+        out[MODULE_KEYS.PERT_INTERACTION] = effect["interaction"]
         out[MODULE_KEYS.EXPR_PRED] = self.expression_head(target_z)
         return out
 
@@ -335,8 +342,14 @@ class BioJEPAModule(BaseModuleClass):
             rows = generative_outputs[MODULE_KEYS.PERT_ROWS]
             pert = masked_mse(generative_outputs[MODULE_KEYS.PERT_PRED], target_z, rows)
             expr = F.mse_loss(generative_outputs[MODULE_KEYS.EXPR_PRED], inference_outputs[MODULE_KEYS.X_NORM])
+            inter = generative_outputs[MODULE_KEYS.PERT_INTERACTION].pow(2).mean()
             loss = loss + self.perturbation_weight * pert + self.expression_weight * expr
-            extra = {LOSS_KEYS.PERTURBATION: pert.detach(), LOSS_KEYS.EXPRESSION: expr.detach()}
+            loss = loss + self.interaction_penalty * inter
+            extra = {
+                LOSS_KEYS.PERTURBATION: pert.detach(),
+                LOSS_KEYS.EXPRESSION: expr.detach(),
+                LOSS_KEYS.INTERACTION: inter.detach(),
+            }
         extra = {
             LOSS_KEYS.JEPA: jepa.detach(),
             LOSS_KEYS.VARIANCE: var.detach(),
