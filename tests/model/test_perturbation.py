@@ -137,3 +137,37 @@ def test_no_perturbation_setup_error():
     model = bj.BioJEPA(adata, n_latent=4)
     with pytest.raises(ValueError, match="perturbation_key"):
         model.predict_perturbation("0")
+
+
+def test_reference_and_query_with_unseen_labels_are_left_alone(screen_factory):
+    full = screen_factory(counts=False)
+    held = ((full.obs.condition == "g0+g1") & (full.obs.line == "L1")).to_numpy()
+    model = _model(full[~held].copy(), epochs=2)
+    before = full.copy()
+    pred = model.predict_perturbation(["g0+g1", "g5"], covariates={"line": "L1"}, adata=full)
+    default = model.predict_perturbation(["g0+g1", "g5"], covariates={"line": "L1"})
+    np.testing.assert_allclose(pred.X[1], default.X[1], atol=1e-4)  # same controls and singles in both references
+    # the reference's g0+g1 cells identify the interaction (both members observed alone): it is shrunk less
+    assert not np.allclose(pred.X[0], default.X[0], atol=1e-6)
+    query = full[held].copy()
+    del query.obs["condition"]  # unlabeled query cells
+    ranking = model.retrieve_perturbations(query, np.arange(query.n_obs), reference=full)
+    assert set(ranking["condition"]) == {"g0", "g1", "g2", "g0+g1"}  # candidates: labels of the reference
+    pd.testing.assert_frame_equal(full.obs, before.obs)
+    assert list(full.uns) == list(before.uns) and list(full.obsm) == list(before.obsm)
+
+
+def test_kernel_retrieval_and_shrinkage_helpers():
+    from biojepa.model._perturbation import _Group, _interaction_shrinkage, _kernel_weights, _loo_temperature
+
+    shifts = np.array([[1.0, 0.0], [0.9, 0.1], [0.0, 1.0], [0.1, 0.9]])
+    deltas = np.array([[5.0], [5.0], [-5.0], [-5.0]])
+    np.testing.assert_allclose(_kernel_weights(np.array([1.0, 0.0]), shifts, np.inf), 0.25)
+    w = _kernel_weights(np.array([1.0, 0.0]), shifts, 0.05)
+    assert w[:2].sum() > 0.99
+    assert _loo_temperature(shifts, deltas) == 0.05  # neighbours in latent space predict the change
+    assert _loo_temperature(shifts[:2], deltas[:2]) == np.inf  # too few singles: the mean
+    group = _Group(("L1",), np.arange(3))
+    group.singles = {"a": np.arange(1), "b": np.arange(1)}
+    group.combinations = [("a", "b"), ("a", "c")]
+    assert _interaction_shrinkage(group) == pytest.approx(1 / 11)

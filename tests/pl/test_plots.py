@@ -69,3 +69,20 @@ def test_metric_bars_heights_are_means():
     assert [p.get_height() for p in ax.patches] == [2.0, 5.0]
     with pytest.raises(KeyError, match="'mse'"):
         bj.pl.metric_bars(df, "mse")
+
+
+def test_perturbation_embedding_points_are_principal_components():
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(8, 5))
+    emb = ad.AnnData(
+        X, obs=pd.DataFrame({"condition": list("ABCDEFGH"), "line": ["x", "y"] * 4}, index=list("01234567"))
+    )
+    ax = bj.pl.perturbation_embedding(emb, color="line", n_labels=3)
+    points = np.vstack([c.get_offsets() for c in ax.collections])
+    centered = X - X.mean(0)
+    pcs = centered @ np.linalg.svd(centered, full_matrices=False)[2][:2].T
+    order = np.r_[np.arange(0, 8, 2), np.arange(1, 8, 2)]  # drawn by color group: x first, then y
+    np.testing.assert_allclose(np.abs(points), np.abs(pcs[order]), atol=1e-8)
+    assert len(ax.texts) == 3
+    with pytest.raises(KeyError, match="donor"):
+        bj.pl.perturbation_embedding(emb, color="donor")

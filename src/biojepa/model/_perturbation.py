@@ -14,11 +14,58 @@ from scvi import REGISTRY_KEYS
 
 from .._constants import EXTRA_KEYS, INPUT_SCALES
 from .._perturbations import canonical_label, condition_frame, parse_perturbation
-from ..data import get_matrix, normalize_expression, parse_dose
+from ..data import check_expression, get_matrix, normalize_expression, parse_dose
 
 logger = logging.getLogger(__name__)
 
 Genes = tuple[str, ...]
+
+
+TEMPERATURES = (0.05, 0.1, 0.2, 0.5, 1.0, np.inf)
+
+#: Prior strength of the interaction's shrinkage: with n combinations whose every member was also observed alone
+#: in the group, the learned interaction is scaled by n / (n + INTERACTION_PRIOR).
+INTERACTION_PRIOR = 10.0
+
+
+def _interaction_shrinkage(group) -> float:
+    """n / (n + prior), n = the group's observed combinations whose every gene was also observed alone.
+
+    Only such combinations separate an interaction from the members' own effects; without them the learned
+    interaction is not identified by the data and the prediction stays additive.
+    """
+    n = sum(all(g in group.singles for g in genes) for genes in group.combinations)
+    return n / (n + INTERACTION_PRIOR)
+
+
+def _kernel_weights(query: np.ndarray, shifts: np.ndarray, temperature: float) -> np.ndarray:
+    r"""Weights :math:`w_j \propto \exp(\cos(q, s_j) / \tau)` over shifts (uniform if :math:`\tau = \infty`)."""
+    if not np.isfinite(temperature):
+        return np.full(len(shifts), 1.0 / len(shifts))
+    norms = np.linalg.norm(shifts, axis=1) * max(np.linalg.norm(query), 1e-12)
+    logits = shifts @ query / np.maximum(norms, 1e-12) / temperature
+    w = np.exp(logits - logits.max())
+    return w / w.sum()
+
+
+def _loo_temperature(shifts: np.ndarray, deltas: np.ndarray) -> float:
+    """Temperature minimizing the leave-one-out error of predicting each single's change from the others'.
+
+    With fewer than 3 singles, or when similarity in latent space does not help, this is ``inf``: every gene not
+    observed alone gets the mean change of the observed singles (the train-mean baseline).
+    """
+    n = len(shifts)
+    if n < 3:
+        return np.inf
+    errors = []
+    for tau in TEMPERATURES:
+        err = 0.0
+        for j in range(n):
+            others = np.delete(np.arange(n), j)
+            w = _kernel_weights(shifts[j], shifts[others], tau)
+            err += float(np.sum((w @ deltas[others] - deltas[j]) ** 2))
+        errors.append(err)
+    return TEMPERATURES[int(np.argmin(errors))]
 
 
 def _index(n: int) -> list[str]:
@@ -31,6 +78,7 @@ class _Group:
     def __init__(self, values: tuple, control: np.ndarray):
         self.values, self.control = values, control
         self.singles: dict[str, np.ndarray] = {}  # gene -> row indices of cells perturbed in that gene alone
+        self.combinations: list[Genes] = []  # observed combinations of two or more genes
         self.types: list[str] = []
 
 
@@ -74,11 +122,51 @@ class PerturbationMixin:
             size_factor = self.get_from_registry(adata, REGISTRY_KEYS.SIZE_FACTOR_KEY)[rows]
         return normalize_expression(X, self.input_scale, size_factor)
 
+    def _encodable(self, adata: AnnData, rows: np.ndarray | None = None) -> AnnData:
+        """A new AnnData with what encoding needs (expression, covariates) of ``adata[rows]``, registered.
+
+        Perturbation labels are set to the control value (and dose/type to a training category): encoding does not
+        read them, and this way labels never seen in training (e.g. held-out or unlabeled query cells) and the
+        user's AnnData itself are left alone.
+        """
+        args = self.adata_manager.registry["setup_args"]
+        self._check_genes(adata)
+        layer = args["layer"]
+        check_expression(adata, layer)
+        rows = np.arange(adata.n_obs) if rows is None else np.asarray(rows)
+        keys = [args.get(k) for k in ("batch_key", "size_factor_key")]
+        keys += list(args.get("categorical_covariate_keys") or []) + list(args.get("continuous_covariate_keys") or [])
+        keys = [k for k in keys if k]
+        missing = [k for k in keys if k not in adata.obs]
+        if missing:
+            raise KeyError(f"adata.obs lacks the columns {missing} the model was set up with.")
+        obs = adata.obs.iloc[rows][keys].copy()
+        fill = {"perturbation_key": args["control_value"]}
+        for key, registry_key in (
+            ("dose_key", EXTRA_KEYS.DOSE),
+            ("perturbation_type_key", EXTRA_KEYS.PERTURBATION_TYPE),
+        ):
+            if args.get(key):
+                fill[key] = self.adata_manager.get_state_registry(registry_key).categorical_mapping[0]
+        for key, value in fill.items():
+            obs[args[key]] = value
+        X = get_matrix(adata, layer)[rows]
+        view = AnnData(X=X if layer is None else None, obs=obs, layers=None if layer is None else {layer: X})
+        view.var_names = adata.var_names.copy()
+        scvi_logger = logging.getLogger("scvi")
+        level = scvi_logger.level
+        scvi_logger.setLevel(logging.WARNING)  # the "transferring setup" note is about this internal copy
+        try:
+            return self._validate_anndata(view)
+        finally:
+            scvi_logger.setLevel(level)
+
     def _reference(self, adata: AnnData, covariates: Mapping | None) -> tuple[AnnData, list[_Group], pd.DataFrame]:
-        """Validate ``adata`` and collect the covariate groups (with control cells) matching ``covariates``."""
+        """Encodable reference cells and the covariate groups (with control cells) matching ``covariates``."""
         args = self._perturbation_args()
-        adata = self._validate_anndata(adata)
         pkey = args["perturbation_key"]
+        if adata is None:
+            adata = self.adata
         if pkey not in adata.obs:
             raise KeyError(f"adata.obs lacks the perturbation column {pkey!r} the model was set up with.")
         cov_keys = self._covariate_keys()
@@ -86,7 +174,9 @@ class PerturbationMixin:
         frame = condition_frame(adata.obs, pkey, control, cov_keys, args["combination_delimiter"])
         labels = frame.pop("_perturbation").to_numpy()
         type_key = args.get("perturbation_type_key")
-        types = adata.obs[type_key].astype(str).to_numpy() if type_key else None
+        types = adata.obs[type_key].astype(str).to_numpy() if type_key and type_key in adata.obs else None
+        if adata is not self.adata:
+            adata = self._encodable(adata)
         if cov_keys:
             codes, uniques = pd.factorize(pd.MultiIndex.from_frame(frame[cov_keys]))
             uniques = [tuple(u) for u in uniques]
@@ -103,6 +193,8 @@ class PerturbationMixin:
                 genes = parse_perturbation(label, control, args["combination_delimiter"])
                 if len(genes) == 1:
                     group.singles[genes[0]] = rows[labels[rows] == label]
+                elif len(genes) > 1:
+                    group.combinations.append(genes)
             if types is not None:
                 group.types = list(pd.Series(types[rows[~is_ctrl]]).value_counts().index)
             groups[values] = group
@@ -175,8 +267,8 @@ class PerturbationMixin:
     def _profile(self, adata: AnnData, group: _Group, n_control_cells: int, seed: int) -> dict:
         """Control latents/expression of a group and the observed latent and log-expression shift of its singles.
 
-        ``anchor`` is the mean over the group's singles (each single weighs the same) of the observed shift: the
-        starting point for a gene never observed alone in the group, to which the model adds its token's effect.
+        ``temperature`` is the kernel temperature of :func:`_kernel_weights` chosen by leave-one-out over the
+        group's singles.
         """
         ctrl = group.control
         if ctrl.size > n_control_cells:
@@ -189,18 +281,27 @@ class PerturbationMixin:
             gene: (self._target_latent(adata, rows).mean(0) - z0, self._log_expression(adata, rows).mean(0) - ctrl_mean)
             for gene, rows in group.singles.items()
         }
-        anchor = (np.zeros_like(z0), np.zeros_like(ctrl_mean))
-        if singles:
-            anchor = tuple(np.mean([v[i] for v in singles.values()], 0) for i in range(2))
-        return {"z_ctrl": z_ctrl, "z0": z0, "log_ctrl": log_ctrl, "singles": singles, "anchor": anchor}
+        shifts = np.array([v[0] for v in singles.values()]).reshape(len(singles), -1)
+        deltas = np.array([v[1] for v in singles.values()]).reshape(len(singles), -1)
+        return {
+            "z_ctrl": z_ctrl,
+            "z0": z0,
+            "log_ctrl": log_ctrl,
+            "singles": singles,
+            "shifts": shifts,
+            "deltas": deltas,
+            "temperature": _loo_temperature(shifts, deltas),
+        }
 
     @torch.inference_mode()
     def _latent_shifts(self, adata, groups, parsed, perturbation_type, dose, n_control_cells, seed):
         """Per group and perturbation: predicted latent shift, the observed (anchor) shift and expression change.
 
-        A gene observed alone in the group contributes its observed shift (and observed expression change) as
-        anchor; any other gene contributes the group's mean single shift as anchor and its token's effect to the
-        prediction. The predicted shift adds the learned interaction.
+        A gene observed alone in the group contributes its observed shift and expression change. Any other gene's
+        token predicts its shift, which retrieves the group's observed singles by similarity (:func:`_kernel_weights`):
+        the gene contributes their weighted shift and expression change. The predicted shift adds the learned
+        interaction, shrunk by :func:`_interaction_shrinkage`; it is the only part decoded by the expression head
+        (``shift - base``).
         """
         self.module.eval()
         gene_embedding = self.module.context_encoder.tokenizer.gene_embedding
@@ -217,14 +318,18 @@ class PerturbationMixin:
                 if genes:
                     idx = torch.tensor([self.perturbation_tables_.index(genes)], device=dev)
                     eff = self.module.perturbation(gene_embedding, idx, context, self._dose_tensor(genes, dose), ptype)
-                    shift = shift + eff["interaction"]
+                    shift = shift + _interaction_shrinkage(group) * eff["interaction"]
                     for k, gene in enumerate(genes):
-                        z_obs, d_obs = prof["singles"].get(gene, prof["anchor"])
-                        base = base + torch.as_tensor(z_obs[None], device=dev)
-                        anchor_delta = anchor_delta + d_obs
                         if gene in prof["singles"]:
-                            shift = shift + torch.as_tensor(z_obs[None], device=dev)
-                        else:
+                            z_obs, d_obs = prof["singles"][gene]
+                            observed = torch.as_tensor(z_obs[None], device=dev)
+                            shift, base, anchor_delta = shift + observed, base + observed, anchor_delta + d_obs
+                        elif len(prof["singles"]) > 0:  # kernel retrieval over the group's observed singles
+                            w = _kernel_weights(eff["effects"][0, k].cpu().numpy(), prof["shifts"], prof["temperature"])
+                            retrieved = torch.as_tensor((w @ prof["shifts"])[None], dtype=z0.dtype, device=dev)
+                            shift, base = shift + retrieved, base + retrieved
+                            anchor_delta = anchor_delta + w @ prof["deltas"]
+                        else:  # no single observed in the group: the token's effect, decoded
                             shift = shift + eff["effects"][:, k]
                 out.append((group, genes, shift, base, anchor_delta, prof))
         return out
@@ -259,8 +364,8 @@ class PerturbationMixin:
             ``{"cell_type": "k562"}``; keys left out take every value with control cells. ``None``: every group.
         adata
             Reference cells: the control population (and observed singles) of each covariate group; ``None``
-            uses the training AnnData. Must have the model's genes and the perturbation column. Not modified
-            beyond scvi-tools' registration slots.
+            uses the training AnnData. Must have the model's genes and the perturbation column (labels never seen
+            in training are fine). Not modified.
         perturbation_type
             Type for every prediction (e.g. ``"CRISPRa"``); ``None`` takes the group's only training type.
         dose
@@ -412,11 +517,12 @@ class PerturbationMixin:
         Parameters
         ----------
         adata
-            AnnData with the query cells (the model's genes and covariate columns).
+            AnnData with the query cells (the model's genes and covariate columns; perturbation labels are not
+            needed). Not modified.
         indices
             Query cells: one population from a single covariate group.
         perturbations
-            Candidates; ``None``: every training perturbation.
+            Candidates; ``None``: every non-control label of the reference.
         reference, perturbation_type
             Reference AnnData (``None``: training data) and perturbation type, as in :meth:`predict_perturbation`.
 
@@ -437,19 +543,19 @@ class PerturbationMixin:
         ['condition', 'cosine', 'rank']
         """
         args = self._perturbation_args()
-        query = self._validate_anndata(adata)
         indices = np.asarray(list(indices))
+        query = self._encodable(adata, indices)
         cov_keys = self._covariate_keys()
         covariates = None
         if cov_keys:
-            values = query.obs.iloc[indices][cov_keys].astype(str).drop_duplicates()
+            values = query.obs[cov_keys].astype(str).drop_duplicates()
             if len(values) != 1:
                 raise ValueError(f"The query cells span {len(values)} covariate groups of {cov_keys}; pass one group.")
             covariates = dict(zip(cov_keys, values.iloc[0], strict=True))
         emb = self.get_perturbation_embedding(perturbations, covariates, reference, perturbation_type)
-        _, groups, _ = self._reference(reference, covariates)
-        z_ctrl = self._target_latent(self._validate_anndata(reference), groups[0].control).mean(0)
-        shift = self._target_latent(query, indices).mean(0) - z_ctrl
+        ref, groups, _ = self._reference(reference, covariates)
+        z_ctrl = self._target_latent(ref, groups[0].control).mean(0)
+        shift = self._target_latent(query, np.arange(query.n_obs)).mean(0) - z_ctrl
         cand = np.asarray(emb.X, dtype=np.float64)
         cosine = cand @ shift / np.maximum(np.linalg.norm(cand, axis=1) * np.linalg.norm(shift), 1e-12)
         out = pd.DataFrame({args["perturbation_key"]: emb.obs[args["perturbation_key"]].to_numpy(), "cosine": cosine})

@@ -1,5 +1,5 @@
 """Plotting functions (matplotlib / scanpy); each returns its figure or axes."""
 
-from ._plots import delta_scatter, history, metric_bars, umap
+from ._plots import delta_scatter, history, metric_bars, perturbation_embedding, umap
 
-__all__ = ["delta_scatter", "history", "metric_bars", "umap"]
+__all__ = ["delta_scatter", "history", "metric_bars", "perturbation_embedding", "umap"]

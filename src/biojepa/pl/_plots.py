@@ -1,4 +1,4 @@
-"""Plots for scanpy users: training history, latent UMAP, predicted vs observed changes, metric bars."""
+"""Plots for scanpy users: training history, latent UMAP, predicted vs observed changes, metric bars, perturbation maps."""
 
 from __future__ import annotations
 
@@ -210,4 +210,71 @@ def metric_bars(results: pd.DataFrame, metric: str, method_key: str = "method", 
     ax.bar(stats.index.astype(str), stats["mean"], yerr=stats["std"].fillna(0), capsize=3, color="C0")
     ax.set_ylabel(metric.replace("_", " "))
     ax.tick_params(axis="x", rotation=30)
+    return ax
+
+
+def perturbation_embedding(
+    emb: AnnData,
+    color: str | None = None,
+    label: str | None = None,
+    n_labels: int = 30,
+    ax: Axes | None = None,
+) -> Axes:
+    """Map of perturbation embeddings (latent shifts): the first two principal components, one point each.
+
+    Parameters
+    ----------
+    emb
+        Output of :meth:`biojepa.BioJEPA.get_perturbation_embedding` (``X``: shifts; ``obs``: perturbation and
+        covariates).
+    color
+        Column of ``emb.obs`` to color points by (e.g. the cell line); ``None``: one color.
+    label
+        Column of ``emb.obs`` with point labels (default: the first column, the perturbation).
+    n_labels
+        Label at most this many points, those farthest from the origin (no change).
+    ax
+        Axes to draw on; a new figure if ``None``.
+
+    Returns
+    -------
+    The axes.
+
+    Examples
+    --------
+    >>> import numpy as np, pandas as pd, anndata as ad, biojepa as bj
+    >>> emb = ad.AnnData(np.random.default_rng(0).normal(size=(6, 4)),
+    ...                  obs=pd.DataFrame({"condition": list("ABCDEF"), "line": ["x", "y"] * 3}, index=list("012345")))
+    >>> ax = bj.pl.perturbation_embedding(emb, color="line")
+    >>> ax.get_xlabel()[:3]
+    'PC1'
+    """
+    if emb.n_obs < 2:
+        raise ValueError("Need at least two perturbations to draw a map.")
+    for col in (color, label):
+        if col is not None and col not in emb.obs:
+            raise KeyError(f"Column {col!r} not in emb.obs (columns: {list(emb.obs.columns)}).")
+    label = label or emb.obs.columns[0]
+    X = np.asarray(emb.X, dtype=np.float64)
+    centered = X - X.mean(0)
+    _, s, vt = np.linalg.svd(centered, full_matrices=False)
+    k = min(2, vt.shape[0])
+    pcs = centered @ vt[:k].T
+    if k == 1:
+        pcs = np.c_[pcs, np.zeros(len(pcs))]
+    explained = s[:k] ** 2 / max((s**2).sum(), 1e-12)
+    if ax is None:
+        _, ax = plt.subplots(figsize=(4.2, 3.8))
+    groups = emb.obs[color].astype(str) if color is not None else pd.Series("all", index=emb.obs_names)
+    for i, value in enumerate(pd.unique(groups)):
+        rows = (groups == value).to_numpy()
+        ax.scatter(pcs[rows, 0], pcs[rows, 1], s=14, color=f"C{i}", label=value if color is not None else None)
+    far = np.argsort(-np.linalg.norm(X, axis=1))[:n_labels]
+    for i in far:
+        ax.annotate(str(emb.obs[label].iloc[i]), pcs[i], fontsize=6, alpha=0.8)
+    ax.set_xlabel(f"PC1 ({100 * explained[0]:.0f} %)")
+    ax.set_ylabel(f"PC2 ({100 * explained[1]:.0f} %)" if k > 1 else "PC2")
+    if color is not None:
+        ax.legend(fontsize=7, frameon=False)
+    ax.set_title("perturbation embeddings")
     return ax
