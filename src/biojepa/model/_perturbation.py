@@ -29,7 +29,9 @@ INTERACTION_PRIOR = 10.0
 
 
 def _interaction_shrinkage(group) -> float:
-    """n / (n + prior), n = the group's observed combinations whose every gene was also observed alone.
+    """Shrinkage factor ``n / (n + INTERACTION_PRIOR)`` of a group's learned interaction.
+
+    ``n`` counts the group's observed combinations whose every gene was also observed alone.
 
     Only such combinations separate an interaction from the members' own effects; without them the learned
     interaction is not identified by the data and the prediction stays additive.
