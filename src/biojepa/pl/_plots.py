@@ -1,4 +1,4 @@
-"""Plots for scanpy users: training history, latent UMAP, predicted vs observed changes, metric bars, perturbation maps."""
+"""Plots for scanpy users: training history, latent UMAP, predicted vs observed changes, metric bars, maps."""
 
 from __future__ import annotations
 
