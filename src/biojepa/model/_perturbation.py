@@ -509,12 +509,13 @@ class PerturbationMixin:
         perturbations: str | Sequence[str] | None = None,
         reference: AnnData | None = None,
         perturbation_type: str | None = None,
+        centered: bool = True,
     ) -> pd.DataFrame:
         """Rank perturbations by how well their latent shift matches an observed cell population's shift.
 
         The query shift is the mean target latent of ``adata[indices]`` minus that of the control cells of the
         same covariate group in ``reference``; candidates are scored by cosine similarity of their predicted
-        shift (:meth:`get_perturbation_embedding`) in that group.
+        shift (:meth:`get_perturbation_embedding`) in that group, both centered on the candidates' mean shift.
 
         Parameters
         ----------
@@ -527,6 +528,9 @@ class PerturbationMixin:
             Candidates; ``None``: every non-control label of the reference.
         reference, perturbation_type
             Reference AnnData (``None``: training data) and perturbation type, as in :meth:`predict_perturbation`.
+        centered
+            Subtract the candidates' mean shift from the query's and every candidate's shift first, so that a
+            response shared by all perturbations (e.g. to the screen itself) does not dominate the similarity.
 
         Returns
         -------
@@ -559,6 +563,9 @@ class PerturbationMixin:
         z_ctrl = self._target_latent(ref, groups[0].control).mean(0)
         shift = self._target_latent(query, np.arange(query.n_obs)).mean(0) - z_ctrl
         cand = np.asarray(emb.X, dtype=np.float64)
+        if centered and len(cand) > 1:  # remove the response shared by all perturbations of the group
+            common = cand.mean(0)
+            cand, shift = cand - common, shift - common
         cosine = cand @ shift / np.maximum(np.linalg.norm(cand, axis=1) * np.linalg.norm(shift), 1e-12)
         out = pd.DataFrame({args["perturbation_key"]: emb.obs[args["perturbation_key"]].to_numpy(), "cosine": cosine})
         out = out.sort_values("cosine", ascending=False, ignore_index=True)
