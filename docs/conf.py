@@ -113,7 +113,9 @@ html_title = f"biojepa {version}"
 _README_LINKS = {
     "](CHANGELOG.md)": "](docs/changelog.md)",
     "[Quickstart](tutorials/quickstart.ipynb)": "{doc}`Quickstart <tutorials/quickstart>`",
-    "[Perturbation prediction](tutorials/perturbation.ipynb)": "{doc}`Perturbation prediction <tutorials/perturbation>`",
+    "[Perturbation prediction](tutorials/perturbation.ipynb)": (
+        "{doc}`Perturbation prediction <tutorials/perturbation>`"
+    ),
 }
 
 
