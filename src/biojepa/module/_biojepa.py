@@ -103,6 +103,15 @@ class BioJEPAModule(BaseModuleClass):
         Weight of the mean squared interaction term of combinations: the interaction stays at zero (additive
         composition) unless the data pay for it, and where per-gene effects can explain a combination alone
         (a member never observed alone) they do.
+
+    Examples
+    --------
+    >>> import scvi, biojepa as bj
+    >>> adata = scvi.data.synthetic_iid()
+    >>> bj.BioJEPA.setup_anndata(adata)
+    >>> module = bj.BioJEPA(adata, n_latent=8).module  # built by the model from the registered AnnData
+    >>> type(module).__name__, module.n_latent
+    ('BioJEPAModule', 8)
     """
 
     def __init__(

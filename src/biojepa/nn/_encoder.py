@@ -22,6 +22,13 @@ class Block(nn.Module):
         Hidden width of the MLP as a multiple of ``dim``.
     dropout
         Dropout on the attention and MLP outputs.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from biojepa.nn import Block
+    >>> Block(dim=8, n_heads=2)(torch.randn(3, 5, 8)).shape
+    torch.Size([3, 5, 8])
     """
 
     def __init__(self, dim: int, n_heads: int, mlp_ratio: float = 2.0, dropout: float = 0.0):
@@ -48,7 +55,15 @@ class Block(nn.Module):
 
 
 class Transformer(nn.Module):
-    """A stack of :class:`Block` with a final layer norm."""
+    """A stack of :class:`Block` with a final layer norm.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from biojepa.nn import Transformer
+    >>> Transformer(dim=8, depth=2, n_heads=2)(torch.randn(3, 5, 8)).shape
+    torch.Size([3, 5, 8])
+    """
 
     def __init__(self, dim: int, depth: int, n_heads: int, mlp_ratio: float = 2.0, dropout: float = 0.0):
         super().__init__()
@@ -76,6 +91,15 @@ class CellEncoder(nn.Module):
         Width of the cell latent ``z``.
     depth, n_heads, mlp_ratio, dropout
         Transformer settings; the token width is the tokenizer's.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from biojepa.nn import CellEncoder, GeneTokenizer
+    >>> tok = GeneTokenizer(torch.tensor([[0, 1], [2, 3]]), n_genes=4, n_embed=8)
+    >>> tokens, z = CellEncoder(tok, n_latent=3, depth=1, n_heads=2)(torch.randn(5, 4))
+    >>> tokens.shape, z.shape
+    (torch.Size([5, 2, 8]), torch.Size([5, 3]))
     """
 
     def __init__(

@@ -41,6 +41,16 @@ class PerturbationEffect(nn.Module):
         Whether tokens get a dose term.
     depth, n_heads
         Interaction transformer settings.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from biojepa.nn import PerturbationEffect
+    >>> effect = PerturbationEffect(n_embed=8, n_extra=1, n_latent=3, dim=16)
+    >>> genes = torch.tensor([[0, -1], [0, 4]])  # a single, and gene 0 with the unmeasured gene 4
+    >>> out = effect(torch.randn(4, 8), genes, context=torch.randn(2, 16))
+    >>> out["shift"].shape, out["interaction"][0].abs().sum().item()  # singles have no interaction
+    (torch.Size([2, 3]), 0.0)
     """
 
     def __init__(
@@ -122,6 +132,13 @@ class ExpressionHead(nn.Module):
         Number of genes.
     n_hidden
         Hidden width.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from biojepa.nn import ExpressionHead
+    >>> ExpressionHead(n_latent=3, n_genes=10)(torch.randn(5, 3)).shape
+    torch.Size([5, 10])
     """
 
     def __init__(self, n_latent: int, n_genes: int, n_hidden: int = 256):

@@ -28,6 +28,14 @@ class MaskedModulePredictor(nn.Module):
         Predictor width.
     depth, n_heads
         Transformer settings.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from biojepa.nn import MaskedModulePredictor
+    >>> pred = MaskedModulePredictor(n_latent=3, n_modules=4, n_target=8, dim=16, depth=1, n_heads=2)
+    >>> pred(torch.randn(5, 3), torch.tensor([[0, 2]] * 5)).shape
+    torch.Size([5, 2, 8])
     """
 
     def __init__(self, n_latent: int, n_modules: int, n_target: int, dim: int, depth: int, n_heads: int):

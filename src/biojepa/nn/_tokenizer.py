@@ -22,6 +22,14 @@ class GeneTokenizer(nn.Module):
         Number of genes ``G``.
     n_embed
         Token width ``D``.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from biojepa.nn import GeneTokenizer
+    >>> tok = GeneTokenizer(torch.tensor([[0, 1], [2, 3]]), n_genes=4, n_embed=8)
+    >>> tok(torch.randn(5, 4)).shape
+    torch.Size([5, 2, 8])
     """
 
     def __init__(self, module_index: torch.Tensor, n_genes: int, n_embed: int):

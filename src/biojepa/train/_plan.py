@@ -29,6 +29,16 @@ class BioJEPATrainingPlan(TrainingPlan):
         Passed to :class:`scvi.train.TrainingPlan`; ``"Adam"``/``"AdamW"`` use PyTorch's fused kernels.
     **kwargs
         Other keyword arguments of :class:`scvi.train.TrainingPlan`.
+
+    Examples
+    --------
+    >>> import scvi, biojepa as bj
+    >>> adata = scvi.data.synthetic_iid()
+    >>> bj.BioJEPA.setup_anndata(adata)
+    >>> model = bj.BioJEPA(adata, n_latent=8)
+    >>> model.train(max_epochs=1, plan_kwargs={"ema_momentum": (0.99, 1.0)}, enable_progress_bar=False)
+    >>> 0.99 <= float(model.history["ema_momentum"].iloc[-1, 0]) <= 1.0  # logged each epoch
+    True
     """
 
     def __init__(
