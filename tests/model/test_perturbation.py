@@ -158,16 +158,16 @@ def test_reference_and_query_with_unseen_labels_are_left_alone(screen_factory):
 
 
 def test_kernel_retrieval_and_shrinkage_helpers():
-    from biojepa.model._perturbation import _Group, _interaction_shrinkage, _kernel_weights, _loo_temperature
+    from biojepa.data import CovariateGroup, interaction_shrinkage, kernel_weights, loo_temperature
 
     shifts = np.array([[1.0, 0.0], [0.9, 0.1], [0.0, 1.0], [0.1, 0.9]])
     deltas = np.array([[5.0], [5.0], [-5.0], [-5.0]])
-    np.testing.assert_allclose(_kernel_weights(np.array([1.0, 0.0]), shifts, np.inf), 0.25)
-    w = _kernel_weights(np.array([1.0, 0.0]), shifts, 0.05)
+    np.testing.assert_allclose(kernel_weights(np.array([1.0, 0.0]), shifts, np.inf), 0.25)
+    w = kernel_weights(np.array([1.0, 0.0]), shifts, 0.05)
     assert w[:2].sum() > 0.99
-    assert _loo_temperature(shifts, deltas) == 0.05  # neighbours in latent space predict the change
-    assert _loo_temperature(shifts[:2], deltas[:2]) == np.inf  # too few singles: the mean
-    group = _Group(("L1",), np.arange(3))
+    assert loo_temperature(shifts, deltas) == 0.05  # neighbours in latent space predict the change
+    assert loo_temperature(shifts[:2], deltas[:2]) == np.inf  # too few singles: the mean
+    group = CovariateGroup(("L1",), np.arange(3))
     group.singles = {"a": np.arange(1), "b": np.arange(1)}
     group.combinations = [("a", "b"), ("a", "c")]
-    assert _interaction_shrinkage(group) == pytest.approx(1 / 11)
+    assert interaction_shrinkage(group) == pytest.approx(1 / 11)

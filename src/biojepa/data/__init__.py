@@ -1,5 +1,13 @@
 """Data checks and per-gene preprocessing shared by the model."""
 
+from ._context import (
+    CovariateGroup,
+    covariate_groups,
+    interaction_shrinkage,
+    kernel_weights,
+    loo_temperature,
+    select_groups,
+)
 from ._genes import (
     coexpression_modules,
     gene_loadings,
@@ -19,6 +27,12 @@ from ._perturbation import (
 from ._validate import check_continuous, check_expression, check_obs_keys, get_matrix, resolve_input_scale
 
 __all__ = [
+    "CovariateGroup",
+    "covariate_groups",
+    "interaction_shrinkage",
+    "kernel_weights",
+    "loo_temperature",
+    "select_groups",
     "PerturbationTables",
     "check_perturbation_setup",
     "ordered_genes",
