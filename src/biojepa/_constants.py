@@ -10,6 +10,8 @@ class _ExtraKeys(NamedTuple):
     PERTURBATION: str = "perturbation"
     DOSE: str = "dose"
     PERTURBATION_TYPE: str = "perturbation_type"
+    TIME: str = "time"
+    SAMPLE: str = "sample"
 
 
 class _LossKeys(NamedTuple):
@@ -24,6 +26,8 @@ class _LossKeys(NamedTuple):
     PERTURBATION: str = "perturbation_loss"
     EXPRESSION: str = "expression_loss"
     INTERACTION: str = "interaction_norm"
+    DYNAMIC: str = "dynamic_loss"
+    SMOOTHNESS: str = "smoothness_loss"
 
 
 class _ModuleKeys(NamedTuple):
@@ -41,6 +45,9 @@ class _ModuleKeys(NamedTuple):
     PERT_ROWS: str = "pert_rows"
     PERT_INTERACTION: str = "pert_interaction"
     EXPR_PRED: str = "expr_pred"
+    TIME_PRED: str = "time_pred"
+    TIME_TARGET: str = "time_target"
+    SMOOTHNESS: str = "smoothness"
 
 
 class _InputScales(NamedTuple):

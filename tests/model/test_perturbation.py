@@ -53,7 +53,7 @@ def test_seen_single_is_observed_delta_and_double_starts_additive(trained):
     pred = model.predict_perturbation(["g0", "g0+g1"], covariates={"line": "L1"})
     base = additive.predict_perturbation(["g0", "g0+g1"], covariates={"line": "L1"})
     np.testing.assert_allclose(pred.layers["delta"][0], base.layers["delta"][0], atol=1e-4)
-    inter = model.module.perturbation.to_interaction
+    inter = model.module.predictor.to_interaction
     saved = [p.detach().clone() for p in inter.parameters()]
     with torch.no_grad():
         for p in inter.parameters():

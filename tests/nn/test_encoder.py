@@ -1,7 +1,7 @@
 import torch
 
 from biojepa.data import module_index_from_labels
-from biojepa.nn import CellEncoder, GeneTokenizer, MaskedModulePredictor
+from biojepa.nn import CellEncoder, GeneTokenizer, Predictor
 
 
 def _encoder(n_genes=12, n_modules=4, n_latent=5):
@@ -30,7 +30,7 @@ def test_masked_encoder_ignores_hidden_modules():
 
 
 def test_predictor_shape_and_condition():
-    pred = MaskedModulePredictor(n_latent=5, n_modules=4, n_target=8, dim=16, depth=1, n_heads=2)
+    pred = Predictor(n_latent=5, n_modules=4, n_target=8, dim=16, depth=1, n_heads=2).predict_modules
     z = torch.randn(3, 5)
     masks = torch.tensor([[1, 3], [0, 2], [2, 3]])
     out = pred(z, masks)

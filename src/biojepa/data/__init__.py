@@ -24,7 +24,15 @@ from ._perturbation import (
     parse_dose,
     perturbation_tables,
 )
-from ._validate import check_continuous, check_expression, check_obs_keys, get_matrix, resolve_input_scale
+from ._sequences import Sequences, coupled_sequences, paired_sequences, sinkhorn, split_queries, time_scale
+from ._validate import (
+    check_continuous,
+    check_expression,
+    check_obs_keys,
+    check_time,
+    get_matrix,
+    resolve_input_scale,
+)
 
 __all__ = [
     "CovariateGroup",
@@ -38,9 +46,16 @@ __all__ = [
     "ordered_genes",
     "parse_dose",
     "perturbation_tables",
+    "Sequences",
+    "coupled_sequences",
+    "paired_sequences",
+    "sinkhorn",
+    "split_queries",
+    "time_scale",
     "check_continuous",
     "check_expression",
     "check_obs_keys",
+    "check_time",
     "coexpression_modules",
     "gene_loadings",
     "gene_priors",

@@ -40,11 +40,12 @@ def _values(chunk) -> np.ndarray:
     return chunk.data if sparse.issparse(chunk) else chunk.ravel()
 
 
-def check_expression(adata: AnnData, layer: str | None) -> str:
+def check_expression(adata: AnnData, layer: str | None, allow_negative: bool = False) -> str:
     """Validate the expression matrix and detect its scale.
 
-    Raises for an empty AnnData, NaN/inf, negative values and all-zero cells. Returns ``"counts"`` when
-    every value is a non-negative integer, else ``"log"`` (taken to be log-normalized expression).
+    Raises for an empty AnnData, NaN/inf, negative values (unless ``allow_negative``: log-scale data such as
+    qPCR ΔCt, declared with ``input_scale="log"``) and all-zero cells. Returns ``"counts"`` when every value
+    is a non-negative integer, else ``"log"`` (taken to be log-normalized expression).
     """
     where = "adata.X" if layer is None else f"adata.layers[{layer!r}]"
     if adata.n_obs == 0 or adata.n_vars == 0:
@@ -59,12 +60,16 @@ def check_expression(adata: AnnData, layer: str | None) -> str:
         if not np.isfinite(vals).all():
             raise ValueError(f"{where} contains NaN or infinite values; remove or impute them before setup.")
         if (vals < 0).any():
-            raise ValueError(
-                f"{where} contains negative values (minimum {vals.min():.3g}): BioJEPA expects raw counts or "
-                "log-normalized expression, not scaled/centered data. Pass `layer=` naming a counts or log1p layer."
-            )
-        totals = np.asarray(chunk.sum(axis=1)).ravel()
-        zero_cells.extend((np.flatnonzero(totals == 0) + start).tolist())
+            if not allow_negative:
+                raise ValueError(
+                    f"{where} contains negative values (minimum {vals.min():.3g}): BioJEPA expects raw counts or "
+                    "log-normalized expression, not scaled/centered data. Pass `layer=` naming a counts or log1p "
+                    "layer, or `input_scale='log'` if the values are on a log scale that goes below zero (e.g. qPCR)."
+                )
+            is_integer = False
+        else:
+            totals = np.asarray(chunk.sum(axis=1)).ravel()
+            zero_cells.extend((np.flatnonzero(totals == 0) + start).tolist())
         if is_integer and vals.size and not np.all(np.mod(vals, 1) == 0):
             is_integer = False
     if zero_cells:
@@ -80,7 +85,7 @@ def resolve_input_scale(adata: AnnData, layer: str | None, input_scale: str) -> 
     """Check the expression matrix and return the input scale, detected when ``input_scale="auto"``."""
     if input_scale not in INPUT_SCALES:
         raise ValueError(f"`input_scale` must be one of {list(INPUT_SCALES)}, got {input_scale!r}.")
-    detected = check_expression(adata, layer)
+    detected = check_expression(adata, layer, allow_negative=input_scale == INPUT_SCALES.LOG)
     if input_scale == INPUT_SCALES.AUTO:
         return detected
     if input_scale == INPUT_SCALES.COUNTS and detected != INPUT_SCALES.COUNTS:
@@ -110,3 +115,21 @@ def check_continuous(adata: AnnData, keys: list[str] | None) -> None:
             )
         if not np.isfinite(col.to_numpy(dtype=float)).all():
             raise ValueError(f"Continuous covariate {key!r} contains NaN or infinite values; fill or drop them.")
+
+
+def check_time(adata: AnnData, time_key: str) -> None:
+    """Raise unless ``adata.obs[time_key]`` is numeric and finite for every observation."""
+    col = adata.obs[time_key]
+    if pd.api.types.is_bool_dtype(col) or not pd.api.types.is_numeric_dtype(col):
+        raise ValueError(
+            f"`time_key`: adata.obs[{time_key!r}] has dtype {col.dtype}, not numbers; convert it, e.g. "
+            f"`adata.obs[{time_key!r}] = pd.to_numeric(adata.obs[{time_key!r}])` or map stages to hours/days."
+        )
+    values = col.to_numpy(dtype=np.float64)
+    bad = ~np.isfinite(values)
+    if bad.any():
+        raise ValueError(
+            f"`time_key`: adata.obs[{time_key!r}] has {int(bad.sum())} missing or infinite values (e.g. "
+            f"{list(adata.obs_names[bad][:5])}); give every observation a time (a static snapshot can take any "
+            "time with its own `sample_key` value) or drop them."
+        )

@@ -26,22 +26,23 @@ from ..data import (
     check_expression,
     check_obs_keys,
     check_perturbation_setup,
+    check_time,
     gene_priors,
     get_matrix,
-    perturbation_tables,
     resolve_input_scale,
     sample_rows,
 )
 from ..module import BioJEPAModule
 from ..train import BioJEPATrainingPlan
 from ._perturbation import PerturbationMixin
+from ._trajectory import TrajectoryMixin
 
 logger = logging.getLogger(__name__)
 
 _MAX_CELLS_FOR_GENE_STATS = 10_000
 
 
-class BioJEPA(PerturbationMixin, UnsupervisedTrainingMixin, BaseModelClass):
+class BioJEPA(TrajectoryMixin, PerturbationMixin, UnsupervisedTrainingMixin, BaseModelClass):
     """Joint Embedding Predictive Architecture for single-cell expression :cite:p:`assran2023ijepa`.
 
     Genes are grouped into co-expression modules, each module becomes a token (the expression-weighted
@@ -79,6 +80,12 @@ class BioJEPA(PerturbationMixin, UnsupervisedTrainingMixin, BaseModelClass):
         expression head, which reads a stop-gradient latent and so does not shape it.
     interaction_penalty
         Weight of the squared interaction term of combinations (shrinks it towards the additive composition).
+    dynamic_weight
+        Weight of the time-course JEPA loss (used when a ``time_key`` is registered): the predictor regresses the
+        target latents of queried time points of a sequence from its observed ones.
+    smoothness_weight
+        Weight of the optional temporal-consistency regulariser (squared change of latent velocity along a
+        sequence); off by default (see the benchmarks page).
 
     Examples
     --------
@@ -116,6 +123,8 @@ class BioJEPA(PerturbationMixin, UnsupervisedTrainingMixin, BaseModelClass):
         perturbation_weight: float = 1.0,
         expression_weight: float = 1.0,
         interaction_penalty: float = 1.0,
+        dynamic_weight: float = 25.0,
+        smoothness_weight: float = 0.0,
     ):
         super().__init__(adata)
         setup_args = self.adata_manager.registry["setup_args"]
@@ -172,7 +181,10 @@ class BioJEPA(PerturbationMixin, UnsupervisedTrainingMixin, BaseModelClass):
             perturbation_weight=perturbation_weight,
             expression_weight=expression_weight,
             interaction_penalty=interaction_penalty,
+            dynamic_weight=dynamic_weight,
+            smoothness_weight=smoothness_weight,
             **perturbation,
+            **self._time_module_kwargs(),
         )
         self._model_summary_string = (
             f"BioJEPA: {n_genes} genes in {module_index.shape[0]} modules, n_latent={n_latent}, "
@@ -181,35 +193,6 @@ class BioJEPA(PerturbationMixin, UnsupervisedTrainingMixin, BaseModelClass):
         if perturbation:
             self._model_summary_string += f", {len(self.perturbation_tables_.vocabulary)} perturbation tokens"
         self.init_params_ = self._get_init_params(locals())
-
-    def _perturbation_module_kwargs(self) -> dict:
-        """Lookup tables of the registered perturbation labels (empty without a ``perturbation_key``)."""
-        self.perturbation_tables_ = None
-        registry = self.adata_manager.data_registry
-        if EXTRA_KEYS.PERTURBATION not in registry:
-            return {}
-        args = self.adata_manager.registry["setup_args"]
-        labels = self.adata_manager.get_state_registry(EXTRA_KEYS.PERTURBATION).categorical_mapping
-        doses = None
-        if EXTRA_KEYS.DOSE in registry:
-            doses = list(self.adata_manager.get_state_registry(EXTRA_KEYS.DOSE).categorical_mapping)
-        tables = perturbation_tables(
-            list(map(str, labels)),
-            str(args["control_value"]),
-            args["combination_delimiter"],
-            self.adata.var_names,
-            doses,
-        )
-        self.perturbation_tables_ = tables
-        n_types = 0
-        if EXTRA_KEYS.PERTURBATION_TYPE in registry:
-            n_types = len(self.adata_manager.get_state_registry(EXTRA_KEYS.PERTURBATION_TYPE).categorical_mapping)
-        return {
-            "condition_genes": torch.from_numpy(tables.condition_genes),
-            "condition_dose": torch.from_numpy(tables.condition_dose) if tables.condition_dose is not None else None,
-            "n_extra_genes": len(tables.vocabulary) - tables.n_measured,
-            "n_perturbation_types": n_types,
-        }
 
     @classmethod
     def setup_anndata(
@@ -223,6 +206,8 @@ class BioJEPA(PerturbationMixin, UnsupervisedTrainingMixin, BaseModelClass):
         combination_delimiter: str = "+",
         dose_key: str | None = None,
         perturbation_type_key: str | None = None,
+        time_key: str | None = None,
+        sample_key: str | None = None,
         batch_key: str | None = None,
         categorical_covariate_keys: list[str] | None = None,
         continuous_covariate_keys: list[str] | None = None,
@@ -261,6 +246,14 @@ class BioJEPA(PerturbationMixin, UnsupervisedTrainingMixin, BaseModelClass):
             (``"1+1"``).
         perturbation_type_key
             Column of ``adata.obs`` with the perturbation type (e.g. CRISPRa / CRISPRi / KO).
+        time_key
+            Numeric column of ``adata.obs`` with each observation's time (hours, days, stage...). Enables time
+            courses and :meth:`predict_trajectory`.
+        sample_key
+            Column of ``adata.obs`` naming the observations that form one sequence (a subject, lineage or well),
+            ordered by ``time_key``. Without it, cells of consecutive time points are coupled at the population
+            level by mini-batch optimal transport within each covariate group. A sample observed once is a
+            static snapshot (a sequence of length 1).
         batch_key
             Column of ``adata.obs`` with the batch; the predictor is conditioned on it, so the latent
             need not encode it.
@@ -288,8 +281,14 @@ class BioJEPA(PerturbationMixin, UnsupervisedTrainingMixin, BaseModelClass):
                 "perturbation_key": perturbation_key,
                 "dose_key": dose_key,
                 "perturbation_type_key": perturbation_type_key,
+                "time_key": time_key,
+                "sample_key": sample_key,
             },
         )
+        if sample_key is not None and time_key is None:
+            raise ValueError("`sample_key` orders a sample's observations by time: pass `time_key` with it.")
+        if time_key is not None:
+            check_time(adata, time_key)
         if perturbation_key is None:
             given = {
                 "control_value": control_value,
@@ -324,6 +323,10 @@ class BioJEPA(PerturbationMixin, UnsupervisedTrainingMixin, BaseModelClass):
                 anndata_fields.append(CategoricalObsField(EXTRA_KEYS.DOSE, dose_key))
             if perturbation_type_key is not None:
                 anndata_fields.append(CategoricalObsField(EXTRA_KEYS.PERTURBATION_TYPE, perturbation_type_key))
+        if time_key is not None:
+            anndata_fields.append(NumericalObsField(EXTRA_KEYS.TIME, time_key))
+            if sample_key is not None:
+                anndata_fields.append(CategoricalObsField(EXTRA_KEYS.SAMPLE, sample_key))
         adata_manager = AnnDataManager(fields=anndata_fields, setup_method_args=setup_method_args)
         adata_manager.register_fields(adata, **kwargs)
         cls.register_manager(adata_manager)
@@ -442,5 +445,10 @@ class BioJEPA(PerturbationMixin, UnsupervisedTrainingMixin, BaseModelClass):
     def _validate_anndata(self, adata: AnnData | None = None, copy_if_view: bool = True) -> AnnData:
         if adata is not None and adata is not self.adata:
             self._check_genes(adata)
-            check_expression(adata, self.adata_manager.registry["setup_args"]["layer"])
+            self._check_expression(adata)
         return super()._validate_anndata(adata, copy_if_view=copy_if_view)
+
+    def _check_expression(self, adata: AnnData) -> None:
+        """Validate ``adata``'s expression as at setup (negative values only where the input was declared log)."""
+        args = self.adata_manager.registry["setup_args"]
+        check_expression(adata, args["layer"], allow_negative=args["input_scale"] == INPUT_SCALES.LOG)

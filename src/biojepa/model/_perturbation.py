@@ -11,9 +11,9 @@ from anndata import AnnData
 from scipy import sparse
 from scvi import REGISTRY_KEYS
 
-from .._constants import INPUT_SCALES
+from .._constants import EXTRA_KEYS, INPUT_SCALES
 from .._perturbations import canonical_label, parse_perturbation
-from ..data import get_matrix
+from ..data import get_matrix, perturbation_tables
 from ._reference import Genes, ReferenceMixin
 
 
@@ -23,6 +23,35 @@ def _index(n: int) -> list[str]:
 
 class PerturbationMixin(ReferenceMixin):
     """Methods of :class:`~biojepa.BioJEPA` that need a registered ``perturbation_key``."""
+
+    def _perturbation_module_kwargs(self) -> dict:
+        """Lookup tables of the registered perturbation labels (empty without a ``perturbation_key``)."""
+        self.perturbation_tables_ = None
+        registry = self.adata_manager.data_registry
+        if EXTRA_KEYS.PERTURBATION not in registry:
+            return {}
+        args = self.adata_manager.registry["setup_args"]
+        labels = self.adata_manager.get_state_registry(EXTRA_KEYS.PERTURBATION).categorical_mapping
+        doses = None
+        if EXTRA_KEYS.DOSE in registry:
+            doses = list(self.adata_manager.get_state_registry(EXTRA_KEYS.DOSE).categorical_mapping)
+        tables = perturbation_tables(
+            list(map(str, labels)),
+            str(args["control_value"]),
+            args["combination_delimiter"],
+            self.adata.var_names,
+            doses,
+        )
+        self.perturbation_tables_ = tables
+        n_types = 0
+        if EXTRA_KEYS.PERTURBATION_TYPE in registry:
+            n_types = len(self.adata_manager.get_state_registry(EXTRA_KEYS.PERTURBATION_TYPE).categorical_mapping)
+        return {
+            "condition_genes": torch.from_numpy(tables.condition_genes),
+            "condition_dose": torch.from_numpy(tables.condition_dose) if tables.condition_dose is not None else None,
+            "n_extra_genes": len(tables.vocabulary) - tables.n_measured,
+            "n_perturbation_types": n_types,
+        }
 
     # ------------------------------------------------------------------ public API
     def predict_perturbation(

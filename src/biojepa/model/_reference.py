@@ -15,7 +15,6 @@ from .._constants import EXTRA_KEYS
 from .._perturbations import condition_frame
 from ..data import (
     CovariateGroup,
-    check_expression,
     covariate_groups,
     get_matrix,
     interaction_shrinkage,
@@ -72,14 +71,14 @@ class ReferenceMixin:
     def _encodable(self, adata: AnnData, rows: np.ndarray | None = None) -> AnnData:
         """A new AnnData with what encoding needs (expression, covariates) of ``adata[rows]``, registered.
 
-        Perturbation labels are set to the control value (and dose/type to a training category): encoding does not
-        read them, and this way labels never seen in training (e.g. held-out or unlabeled query cells) and the
-        user's AnnData itself are left alone.
+        Perturbation labels are set to the control value (dose/type/sample to a training category, time to 0):
+        encoding does not read them, and this way labels never seen in training (e.g. held-out or unlabeled query
+        cells, new subjects) and the user's AnnData itself are left alone.
         """
         args = self.adata_manager.registry["setup_args"]
         self._check_genes(adata)
         layer = args["layer"]
-        check_expression(adata, layer)
+        self._check_expression(adata)
         rows = np.arange(adata.n_obs) if rows is None else np.asarray(rows)
         keys = [args.get(k) for k in ("batch_key", "size_factor_key")]
         keys += list(args.get("categorical_covariate_keys") or []) + list(args.get("continuous_covariate_keys") or [])
@@ -88,15 +87,17 @@ class ReferenceMixin:
         if missing:
             raise KeyError(f"adata.obs lacks the columns {missing} the model was set up with.")
         obs = adata.obs.iloc[rows][keys].copy()
-        fill = {"perturbation_key": args["control_value"]}
+        fill = {"perturbation_key": args.get("control_value"), "time_key": 0.0}
         for key, registry_key in (
             ("dose_key", EXTRA_KEYS.DOSE),
             ("perturbation_type_key", EXTRA_KEYS.PERTURBATION_TYPE),
+            ("sample_key", EXTRA_KEYS.SAMPLE),
         ):
             if args.get(key):
                 fill[key] = self.adata_manager.get_state_registry(registry_key).categorical_mapping[0]
         for key, value in fill.items():
-            obs[args[key]] = value
+            if args.get(key):
+                obs[args[key]] = value
         X = get_matrix(adata, layer)[rows]
         view = AnnData(X=X if layer is None else None, obs=obs, layers=None if layer is None else {layer: X})
         view.var_names = adata.var_names.copy()
@@ -211,7 +212,6 @@ class ReferenceMixin:
         (``shift - base``).
         """
         self.module.eval()
-        gene_embedding = self.module.context_encoder.tokenizer.gene_embedding
         dev = self.device
         out = []
         for group in groups:
@@ -224,7 +224,7 @@ class ReferenceMixin:
                 anchor_delta = np.zeros(adata.n_vars)
                 if genes:
                     idx = torch.tensor([self.perturbation_tables_.index(genes)], device=dev)
-                    eff = self.module.perturbation(gene_embedding, idx, context, self._dose_tensor(genes, dose), ptype)
+                    eff = self.module.perturbation_effect(idx, context, self._dose_tensor(genes, dose), ptype)
                     shift = shift + interaction_shrinkage(group) * eff["interaction"]
                     for k, gene in enumerate(genes):
                         if gene in prof["singles"]:

@@ -14,10 +14,11 @@ from .._constants import EXTRA_KEYS, INPUT_SCALES, LOSS_KEYS, MODULE_KEYS
 from ..masks import ModuleMaskSampler
 from ..nn import (
     CellEncoder,
+    ConditionEmbedding,
     ExpressionHead,
     GeneTokenizer,
-    MaskedModulePredictor,
     PerturbationEffect,
+    Predictor,
     effective_rank,
     ema_update,
     make_target,
@@ -25,37 +26,10 @@ from ..nn import (
     vicreg_covariance,
     vicreg_variance,
 )
+from ._tasks import TaskSamplesMixin
 
 
-class ConditionEmbedding(nn.Module):
-    """Sum of embeddings of the batch, the categorical covariates and a projection of continuous ones."""
-
-    def __init__(self, dim: int, n_batch: int, n_cats_per_cov: Sequence[int], n_continuous_cov: int):
-        super().__init__()
-        self.batch = nn.Embedding(n_batch, dim) if n_batch > 1 else None
-        self.cats = nn.ModuleList(nn.Embedding(n, dim) for n in n_cats_per_cov)
-        self.cont = nn.Linear(n_continuous_cov, dim, bias=False) if n_continuous_cov > 0 else None
-
-    @property
-    def is_empty(self) -> bool:
-        """True when there is nothing to condition on."""
-        return self.batch is None and len(self.cats) == 0 and self.cont is None
-
-    def forward(self, batch_index, cat_covs, cont_covs) -> torch.Tensor | None:
-        """Return ``(B, dim)`` or ``None`` when there is nothing to condition on."""
-        if self.is_empty:
-            return None
-        out = 0.0
-        if self.batch is not None:
-            out = out + self.batch(batch_index.long().view(-1))
-        for i, emb in enumerate(self.cats):
-            out = out + emb(cat_covs[:, i].long())
-        if self.cont is not None:
-            out = out + self.cont(cont_covs.float())
-        return out
-
-
-class BioJEPAModule(BaseModuleClass):
+class BioJEPAModule(TaskSamplesMixin, BaseModuleClass):
     """JEPA over gene-module tokens.
 
     ``inference`` runs the encoders: the EMA target encoder on every module (no gradient) and the
@@ -103,6 +77,16 @@ class BioJEPAModule(BaseModuleClass):
         Weight of the mean squared interaction term of combinations: the interaction stays at zero (additive
         composition) unless the data pay for it, and where per-gene effects can explain a combination alone
         (a member never observed alone) they do.
+    time_scale
+        Time step that RoPE positions are measured in (``None`` disables time courses).
+    paired
+        Whether cells of a time course are grouped into sequences by a sample code (else coupled by mini-batch
+        optimal transport between consecutive time points of a covariate group).
+    dynamic_weight, smoothness_weight
+        Weights of the time-course JEPA loss (predicted vs target latent at queried time points) and of the
+        temporal-consistency regulariser (squared change of latent velocity along sequences).
+    coupling_epsilon
+        Entropic regularisation of the population coupling, relative to the mean cost.
 
     Examples
     --------
@@ -145,6 +129,11 @@ class BioJEPAModule(BaseModuleClass):
         perturbation_weight: float = 1.0,
         expression_weight: float = 1.0,
         interaction_penalty: float = 1.0,
+        time_scale: float | None = None,
+        paired: bool = False,
+        dynamic_weight: float = 25.0,
+        smoothness_weight: float = 0.0,
+        coupling_epsilon: float = 0.05,
     ):
         super().__init__()
         if input_scale not in (INPUT_SCALES.COUNTS, INPUT_SCALES.LOG):
@@ -161,16 +150,36 @@ class BioJEPAModule(BaseModuleClass):
         self.mask_sampler = ModuleMaskSampler(tokenizer.n_modules, mask_ratio)
         self.context_encoder = CellEncoder(tokenizer, n_latent, n_layers, n_heads, mlp_ratio, dropout)
         self.target_encoder = make_target(self.context_encoder)
-        self.predictor = MaskedModulePredictor(
-            n_latent, tokenizer.n_modules, n_embed, predictor_dim, predictor_depth, max(1, predictor_dim // 16)
+        self.predictor = Predictor(
+            n_latent,
+            tokenizer.n_modules,
+            n_embed,
+            predictor_dim,
+            predictor_depth,
+            max(1, predictor_dim // 16),
+            perturbation_dim=perturbation_dim if condition_genes is not None else None,
         )
         self.condition = ConditionEmbedding(predictor_dim, n_batch, n_cats_per_cov or [], n_continuous_cov)
+        sizes = [max(n_batch, 1), *(n_cats_per_cov or [])]  # covariate group: mixed radix of batch and categories
+        strides = torch.ones(len(sizes), dtype=torch.long)
+        for i in range(len(sizes) - 2, -1, -1):
+            strides[i] = strides[i + 1] * sizes[i + 1]
+        self.register_buffer("group_strides", strides)
+        self.n_groups = int(torch.tensor(sizes).prod())
+        self.dynamic = time_scale is not None
+        self.register_buffer("time_scale", torch.tensor(float(time_scale or 1.0)))
+        self.paired = paired
+        self.dynamic_weight, self.smoothness_weight = dynamic_weight, smoothness_weight
+        self.coupling_epsilon = coupling_epsilon
         self.perturbation = None
+        self.expression_head = (
+            ExpressionHead(n_latent, n_input) if (self.dynamic or condition_genes is not None) else None
+        )
+        self.expression_weight = expression_weight
         if condition_genes is not None:
             self._init_perturbation(
                 condition_genes,
                 condition_dose,
-                n_input,
                 n_embed,
                 n_extra_genes,
                 n_perturbation_types,
@@ -179,53 +188,24 @@ class BioJEPAModule(BaseModuleClass):
                 n_cats_per_cov or [],
                 n_continuous_cov,
             )
-            self.perturbation_weight, self.expression_weight = perturbation_weight, expression_weight
+            self.perturbation_weight = perturbation_weight
             self.interaction_penalty = interaction_penalty
 
     def _init_perturbation(
-        self, condition_genes, condition_dose, n_input, n_embed, n_extra, n_types, dim, n_batch, n_cats, n_cont
+        self, condition_genes, condition_dose, n_embed, n_extra, n_types, dim, n_batch, n_cats, n_cont
     ) -> None:
-        """Perturbation effect model, expression head and the per-covariate-group control latents."""
+        """Perturbation effect model and the per-covariate-group control latents."""
         self.register_buffer("condition_genes", torch.as_tensor(condition_genes).long())
         self.register_buffer(
             "condition_dose", torch.as_tensor(condition_dose).float() if condition_dose is not None else None
         )
         self.perturbation = PerturbationEffect(
-            n_embed, n_extra, self.n_latent, dim, n_types, condition_dose is not None, depth=1, n_heads=2
+            n_embed, n_extra, self.n_latent, dim, n_types, condition_dose is not None
         )
         self.perturbation_condition = ConditionEmbedding(dim, n_batch, n_cats, n_cont)
         self.context_projection = nn.Linear(self.n_latent, dim)
-        self.expression_head = ExpressionHead(self.n_latent, n_input)
-        sizes = [max(n_batch, 1), *n_cats]  # covariate group = mixed-radix code of batch and categorical covariates
-        strides = torch.ones(len(sizes), dtype=torch.long)
-        for i in range(len(sizes) - 2, -1, -1):
-            strides[i] = strides[i + 1] * sizes[i + 1]
-        self.register_buffer("group_strides", strides)
-        n_groups = int(torch.tensor(sizes).prod())
-        self.register_buffer("control_latent", torch.zeros(n_groups, self.n_latent))
-        self.register_buffer("control_seen", torch.zeros(n_groups))
-
-    def group_index(self, batch_index, cat_covs=None) -> torch.Tensor:
-        """Covariate-group code of each cell: mixed radix over the batch and the categorical covariates."""
-        cols = [batch_index.long().view(-1, 1)]
-        if cat_covs is not None and cat_covs.shape[-1] > 0:
-            cols.append(cat_covs.long())
-        return (torch.cat(cols, 1) * self.group_strides).sum(1)
-
-    def perturbation_context(self, control_z, batch_index=None, cat_covs=None, cont_covs=None) -> torch.Tensor:
-        """Context vector of the effect model: the control population's latent plus the covariates."""
-        context = self.context_projection(control_z)
-        condition = self.perturbation_condition(batch_index, cat_covs, cont_covs)
-        return context if condition is None else context + condition
-
-    def lookup_condition(self, codes, dose_codes=None) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Vocabulary indices ``(B, K)`` and doses of registered perturbation/dose category codes."""
-        codes = codes.long().view(-1)
-        genes = self.condition_genes[codes]
-        dose = None
-        if self.condition_dose is not None and dose_codes is not None:
-            dose = self.condition_dose[codes, dose_codes.long().view(-1)]
-        return genes, dose
+        self.register_buffer("control_latent", torch.zeros(self.n_groups, self.n_latent))
+        self.register_buffer("control_seen", torch.zeros(self.n_groups))
 
     def normalize(self, x: torch.Tensor, size_factor: torch.Tensor | None = None) -> torch.Tensor:
         """Counts → log1p(CP10k) (library = ``size_factor`` if given); then per-gene standardize, clip ±10."""
@@ -252,6 +232,8 @@ class BioJEPAModule(BaseModuleClass):
             "perturbation": tensors.get(EXTRA_KEYS.PERTURBATION),
             "dose": tensors.get(EXTRA_KEYS.DOSE),
             "perturbation_type": tensors.get(EXTRA_KEYS.PERTURBATION_TYPE),
+            "time": tensors.get(EXTRA_KEYS.TIME),
+            "sample": tensors.get(EXTRA_KEYS.SAMPLE),
         }
 
     @auto_move_data
@@ -294,47 +276,54 @@ class BioJEPAModule(BaseModuleClass):
         perturbation=None,
         dose=None,
         perturbation_type=None,
+        time=None,
+        sample=None,
     ) -> dict[str, torch.Tensor]:
-        """Predict the target states of the modules in ``masks_pred`` from ``z`` and the condition.
+        """Run the predictor once over every task of the minibatch, packed (Patch n' Pack).
 
-        With perturbations registered, also predict each perturbed cell's target latent from the matched
-        control population's latent plus the perturbation's shift, and decode the stop-gradient target latent
-        into expression.
+        Masked modules: predict the target states of the modules in ``masks_pred`` from ``z`` and the condition.
+        Perturbations: predict each perturbed cell's target latent from the matched control population's latent
+        plus the perturbation's shift (additive over genes plus the predictor's interaction of the set).
+        Time courses: arrange the cells into sequences (by sample, or coupled by optimal transport) and predict
+        the target latents of queried time points from the observed ones. The expression head decodes the
+        stop-gradient target latent.
         """
         condition = self.condition(batch_index, cat_covs, cont_covs)
-        out = {MODULE_KEYS.PRED: self.predictor(z, masks_pred, condition)}
-        if self.perturbation is None or perturbation is None or target_z is None:
-            return out
-        genes, doses = self.lookup_condition(perturbation, dose)
-        group = self.group_index(batch_index, cat_covs)
-        target_z = target_z.detach()
-        if self.training:
-            self._update_control_latents(target_z, group, (genes < 0).all(1))
-        control_z = self.control_latent[group]
-        context = self.perturbation_context(control_z, batch_index, cat_covs, cont_covs)
-        effect = self.perturbation(
-            self.context_encoder.tokenizer.gene_embedding, genes, context, doses, perturbation_type
-        )
-        out[MODULE_KEYS.PERT_PRED] = control_z + effect["shift"]
-        out[MODULE_KEYS.PERT_ROWS] = (genes >= 0).any(1) & (self.control_seen[group] > 0)
-        out[MODULE_KEYS.PERT_INTERACTION] = effect["interaction"]
-        out[MODULE_KEYS.EXPR_PRED] = self.expression_head(target_z)
+        segments = [self.predictor.module_segment(z, masks_pred, condition)]
+        out: dict[str, torch.Tensor] = {}
+        group = self.group_index(batch_index, cat_covs) if batch_index is not None else None
+        pert = None
+        if self.perturbation is not None and perturbation is not None and target_z is not None:
+            pert = self._perturbation_samples(
+                target_z.detach(), perturbation, dose, perturbation_type, group, batch_index, cat_covs, cont_covs
+            )
+            if pert["segment"] is not None:
+                segments.append(pert["segment"])
+        dyn = None
+        if self.dynamic and time is not None and target_z is not None:
+            dyn = self._time_samples(z, target_z.detach(), time, sample, group, perturbation, condition)
+            if dyn is not None:
+                segments.append(dyn["segment"])
+        outputs = self.predictor(segments)
+        out[MODULE_KEYS.PRED] = self.predictor.module_output(outputs[0], masks_pred)
+        k = 1
+        if pert is not None:
+            interaction = pert["effects"].new_zeros(pert["effects"].shape[0], pert["effects"].shape[2])
+            if pert["segment"] is not None:
+                rows = pert["multi"].nonzero().view(-1)
+                inter = self.predictor.interaction_output(outputs[k], pert["segment"].lengths)
+                interaction = interaction.index_put((rows,), inter)
+                k += 1
+            out[MODULE_KEYS.PERT_PRED] = pert["control_z"] + pert["effects"].sum(1) + interaction
+            out[MODULE_KEYS.PERT_ROWS] = pert["rows"]
+            out[MODULE_KEYS.PERT_INTERACTION] = interaction
+        if dyn is not None:
+            out[MODULE_KEYS.TIME_PRED] = self.predictor.to_latent(outputs[k][dyn["query"]])
+            out[MODULE_KEYS.TIME_TARGET] = dyn["target"]
+            out[MODULE_KEYS.SMOOTHNESS] = dyn["smoothness"]
+        if self.expression_head is not None and target_z is not None:
+            out[MODULE_KEYS.EXPR_PRED] = self.expression_head(target_z.detach())
         return out
-
-    @torch.no_grad()
-    def _update_control_latents(self, target_z, group, is_control, momentum: float = 0.9) -> None:
-        """Running mean of the target latents of control cells, per covariate group."""
-        if not bool(is_control.any()):
-            return
-        g, zc = group[is_control], target_z[is_control]
-        sums = torch.zeros_like(self.control_latent).index_add_(0, g, zc)
-        counts = torch.zeros_like(self.control_seen).index_add_(0, g, torch.ones_like(g, dtype=zc.dtype))
-        present = counts > 0
-        means = sums[present] / counts[present, None]
-        first = self.control_seen[present] == 0
-        old = self.control_latent[present]
-        self.control_latent[present] = torch.where(first[:, None], means, momentum * old + (1 - momentum) * means)
-        self.control_seen[present] += counts[present]
 
     def loss(self, tensors, inference_outputs, generative_outputs) -> LossOutput:
         """JEPA regression (mean squared error per token element) + VICReg variance/covariance on ``z``."""
@@ -346,19 +335,29 @@ class BioJEPAModule(BaseModuleClass):
         cov = vicreg_covariance(z)
         loss = self.jepa_weight * jepa + self.variance_weight * var + self.covariance_weight * cov
         extra = {}
+        if MODULE_KEYS.EXPR_PRED in generative_outputs:
+            expr = F.mse_loss(generative_outputs[MODULE_KEYS.EXPR_PRED], inference_outputs[MODULE_KEYS.X_NORM])
+            loss = loss + self.expression_weight * expr
+            extra[LOSS_KEYS.EXPRESSION] = expr.detach()
         if MODULE_KEYS.PERT_PRED in generative_outputs:
             target_z = inference_outputs[MODULE_KEYS.TARGET_Z]
             rows = generative_outputs[MODULE_KEYS.PERT_ROWS]
             pert = masked_mse(generative_outputs[MODULE_KEYS.PERT_PRED], target_z, rows)
-            expr = F.mse_loss(generative_outputs[MODULE_KEYS.EXPR_PRED], inference_outputs[MODULE_KEYS.X_NORM])
             inter = generative_outputs[MODULE_KEYS.PERT_INTERACTION].pow(2).mean()
-            loss = loss + self.perturbation_weight * pert + self.expression_weight * expr
-            loss = loss + self.interaction_penalty * inter
-            extra = {
-                LOSS_KEYS.PERTURBATION: pert.detach(),
-                LOSS_KEYS.EXPRESSION: expr.detach(),
-                LOSS_KEYS.INTERACTION: inter.detach(),
-            }
+            loss = loss + self.perturbation_weight * pert + self.interaction_penalty * inter
+            extra[LOSS_KEYS.PERTURBATION] = pert.detach()
+            extra[LOSS_KEYS.INTERACTION] = inter.detach()
+        if self.dynamic:  # logged every step (zero when a minibatch holds no sequence) so history stays aligned
+            dynamic = z.sum() * 0.0
+            smooth = z.sum() * 0.0
+            if MODULE_KEYS.TIME_PRED in generative_outputs:
+                dynamic = F.mse_loss(
+                    generative_outputs[MODULE_KEYS.TIME_PRED], generative_outputs[MODULE_KEYS.TIME_TARGET]
+                )
+                smooth = generative_outputs[MODULE_KEYS.SMOOTHNESS]
+            loss = loss + self.dynamic_weight * dynamic + self.smoothness_weight * smooth
+            extra[LOSS_KEYS.DYNAMIC] = dynamic.detach()
+            extra[LOSS_KEYS.SMOOTHNESS] = smooth.detach()
         extra = {
             LOSS_KEYS.JEPA: jepa.detach(),
             LOSS_KEYS.VARIANCE: var.detach(),

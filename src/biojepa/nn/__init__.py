@@ -1,18 +1,25 @@
 """Neural-network building blocks of BioJEPA."""
 
+from ._condition import ConditionEmbedding
 from ._ema import ema_update, make_target, momentum_schedule
 from ._encoder import Block, CellEncoder, Transformer
+from ._packing import PackedLayout, PackedTransformer, RotaryEmbedding, Segment, pack, run_packed
 from ._perturbation import ExpressionHead, PerturbationEffect, masked_mse
-from ._predictor import MaskedModulePredictor
+from ._predictor import Predictor
 from ._tokenizer import GeneTokenizer
 from ._vicreg import effective_rank, vicreg_covariance, vicreg_variance
 
 __all__ = [
     "Block",
     "CellEncoder",
+    "ConditionEmbedding",
     "ExpressionHead",
     "GeneTokenizer",
-    "MaskedModulePredictor",
+    "PackedLayout",
+    "PackedTransformer",
+    "Predictor",
+    "RotaryEmbedding",
+    "Segment",
     "PerturbationEffect",
     "Transformer",
     "effective_rank",
@@ -20,6 +27,8 @@ __all__ = [
     "make_target",
     "masked_mse",
     "momentum_schedule",
+    "pack",
+    "run_packed",
     "vicreg_covariance",
     "vicreg_variance",
 ]

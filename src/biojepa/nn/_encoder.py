@@ -9,6 +9,12 @@ from torch.nn import functional as F
 from ._tokenizer import GeneTokenizer
 
 
+def _rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """RoPE: rotate the two halves of ``x`` ``(B, H, N, Dh)`` as complex pairs by the angles in ``cos``/``sin``."""
+    x1, x2 = x.chunk(2, dim=-1)
+    return torch.cat([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1)
+
+
 class Block(nn.Module):
     """Pre-norm transformer block with PyTorch's fused scaled-dot-product attention.
 
@@ -44,11 +50,14 @@ class Block(nn.Module):
         self.mlp = nn.Sequential(nn.Linear(dim, hidden), nn.GELU(), nn.Linear(hidden, dim))
         self.dropout = nn.Dropout(dropout)
 
-    def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None = None) -> torch.Tensor:
-        """Apply attention then MLP to ``x`` of shape ``(B, N, D)``; ``attn_mask`` is SDPA's mask."""
+    def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None = None, rotary=None) -> torch.Tensor:
+        """Attention then MLP on ``x`` ``(B, N, D)``; ``attn_mask``: SDPA's mask; ``rotary``: RoPE's (cos, sin)."""
         B, N, D = x.shape
         qkv = self.qkv(self.norm1(x)).view(B, N, 3, self.n_heads, D // self.n_heads)  # (B, N, 3, H, Dh)
         q, k, v = qkv.permute(2, 0, 3, 1, 4)  # each (B, H, N, Dh)
+        if rotary is not None:
+            cos, sin = rotary
+            q, k = _rotate(q, cos, sin), _rotate(k, cos, sin)
         attn = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)  # (B, H, N, Dh)
         x = x + self.dropout(self.proj(attn.transpose(1, 2).reshape(B, N, D)))
         return x + self.dropout(self.mlp(self.norm2(x)))

@@ -6,8 +6,6 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from ._encoder import Transformer
-
 
 class PerturbationEffect(nn.Module):
     r"""Latent shift caused by a set of perturbed genes in a context.
@@ -21,9 +19,10 @@ class PerturbationEffect(nn.Module):
     .. math::
         s(S, c) = \sum_{v \in S} f([t_v; c]) + I(S, c),
 
-    where :math:`f` is an MLP and :math:`I` reads the context token of a small transformer that attends
-    among the perturbation tokens. :math:`I` is zero for single perturbations and its output layer starts at
-    zero, so training starts from the additive composition.
+    where :math:`f` is an MLP and :math:`I` is read from the model's :class:`~biojepa.nn.Predictor`, which
+    attends among the context and the perturbation tokens (passed in as ``interaction``). :math:`I` is zero
+    for single perturbations and its output layer starts at zero, so training starts from the additive
+    composition.
 
     Parameters
     ----------
@@ -39,8 +38,6 @@ class PerturbationEffect(nn.Module):
         Number of perturbation types (0: no type embedding).
     use_dose
         Whether tokens get a dose term.
-    depth, n_heads
-        Interaction transformer settings.
 
     Examples
     --------
@@ -61,8 +58,6 @@ class PerturbationEffect(nn.Module):
         dim: int = 64,
         n_types: int = 0,
         use_dose: bool = False,
-        depth: int = 1,
-        n_heads: int = 2,
     ):
         super().__init__()
         self.extra_embedding = nn.Parameter(0.02 * torch.randn(n_extra, n_embed))
@@ -71,10 +66,6 @@ class PerturbationEffect(nn.Module):
         self.type_embedding = nn.Embedding(n_types, dim) if n_types > 0 else None
         self.dose = nn.Linear(1, dim, bias=False) if use_dose else None
         self.effect = nn.Sequential(nn.Linear(2 * dim, 2 * dim), nn.GELU(), nn.Linear(2 * dim, n_latent))
-        self.interaction = Transformer(dim, depth, n_heads)
-        self.to_interaction = nn.Linear(dim, n_latent)
-        nn.init.zeros_(self.to_interaction.weight)
-        nn.init.zeros_(self.to_interaction.bias)
 
     def tokens(self, gene_embedding, genes, dose=None, ptype=None) -> torch.Tensor:
         """Perturbation tokens ``(B, K, dim)`` of vocabulary indices ``genes`` ``(B, K)`` (``-1`` = padding)."""
@@ -87,7 +78,14 @@ class PerturbationEffect(nn.Module):
             tok = tok + self.dose(torch.log1p(dose.float().clamp(min=0))[..., None])
         return tok
 
-    def forward(self, gene_embedding, genes, context, dose=None, ptype=None) -> dict[str, torch.Tensor]:
+    def additive(self, tokens: torch.Tensor, valid: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+        """Per-gene effects ``(B, K, n_latent)`` of tokens ``(B, K, dim)`` in ``context`` (zero at padding)."""
+        ctx = context[:, None].expand(-1, tokens.shape[1], -1)
+        return self.effect(torch.cat([tokens, ctx], -1)) * valid[..., None]
+
+    def forward(
+        self, gene_embedding, genes, context, dose=None, ptype=None, interaction=None
+    ) -> dict[str, torch.Tensor]:
         """Shift of each row's gene set.
 
         Parameters
@@ -100,6 +98,9 @@ class PerturbationEffect(nn.Module):
             ``(B, dim)`` context vector (control population and covariates).
         dose, ptype
             ``(B, K)`` doses and ``(B,)`` perturbation-type codes, or ``None``.
+        interaction
+            Callable ``(context (B', dim), tokens (B', K, dim), valid (B', K)) -> (B', n_latent)`` giving the
+            interaction of the rows with two or more genes (the model's predictor); ``None``: additive only.
 
         Returns
         -------
@@ -108,17 +109,12 @@ class PerturbationEffect(nn.Module):
         """
         valid = genes >= 0  # (B, K)
         tok = self.tokens(gene_embedding, genes, dose, ptype)  # (B, K, dim)
-        ctx = context[:, None].expand(-1, tok.shape[1], -1)
-        effects = self.effect(torch.cat([tok, ctx], -1)) * valid[..., None]  # (B, K, n_latent)
-        interaction = effects.new_zeros(effects.shape[0], effects.shape[2])
+        effects = self.additive(tok, valid, context)  # (B, K, n_latent)
+        inter = effects.new_zeros(effects.shape[0], effects.shape[2])
         multi = valid.sum(1) >= 2
-        if bool(multi.any()):
-            seq = torch.cat([context[multi, None], tok[multi]], 1)  # (B', 1 + K, dim)
-            keys = torch.cat([valid.new_ones(int(multi.sum()), 1), valid[multi]], 1)  # (B', 1 + K)
-            mask = keys[:, None, None, :]  # SDPA boolean mask: True = attend
-            out = self.interaction(seq, attn_mask=mask)[:, 0]
-            interaction = interaction.index_put((multi.nonzero().view(-1),), self.to_interaction(out))
-        return {"shift": effects.sum(1) + interaction, "effects": effects, "interaction": interaction}
+        if interaction is not None and bool(multi.any()):
+            inter = inter.index_put((multi.nonzero().view(-1),), interaction(context[multi], tok[multi], valid[multi]))
+        return {"shift": effects.sum(1) + inter, "effects": effects, "interaction": inter}
 
 
 class ExpressionHead(nn.Module):

@@ -1,0 +1,109 @@
+"""The tasks the module packs into its predictor besides masked modules: perturbation sets and time series."""
+
+from __future__ import annotations
+
+import torch
+
+from ..data import coupled_sequences, paired_sequences, split_queries
+
+
+class TaskSamplesMixin:
+    """Perturbation and time-course samples of :class:`~biojepa.module.BioJEPAModule`."""
+
+    def group_index(self, batch_index, cat_covs=None) -> torch.Tensor:
+        """Covariate-group code of each cell: mixed radix over the batch and the categorical covariates."""
+        cols = [batch_index.long().view(-1, 1)]
+        if cat_covs is not None and cat_covs.shape[-1] > 0:
+            cols.append(cat_covs.long())
+        return (torch.cat(cols, 1) * self.group_strides).sum(1)
+
+    def perturbation_context(self, control_z, batch_index=None, cat_covs=None, cont_covs=None) -> torch.Tensor:
+        """Context vector of the effect model: the control population's latent plus the covariates."""
+        context = self.context_projection(control_z)
+        condition = self.perturbation_condition(batch_index, cat_covs, cont_covs)
+        return context if condition is None else context + condition
+
+    def lookup_condition(self, codes, dose_codes=None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Vocabulary indices ``(B, K)`` and doses of registered perturbation/dose category codes."""
+        codes = codes.long().view(-1)
+        genes = self.condition_genes[codes]
+        dose = None
+        if self.condition_dose is not None and dose_codes is not None:
+            dose = self.condition_dose[codes, dose_codes.long().view(-1)]
+        return genes, dose
+
+    def _perturbation_samples(self, target_z, perturbation, dose, ptype, group, batch_index, cat_covs, cont_covs):
+        """Per-gene effects of each cell's perturbation and the predictor samples of its multi-gene sets."""
+        genes, doses = self.lookup_condition(perturbation, dose)
+        if self.training:
+            self._update_control_latents(target_z, group, (genes < 0).all(1))
+        control_z = self.control_latent[group]
+        context = self.perturbation_context(control_z, batch_index, cat_covs, cont_covs)
+        tokens = self.perturbation.tokens(self.context_encoder.tokenizer.gene_embedding, genes, doses, ptype)
+        valid = genes >= 0
+        multi = valid.sum(1) >= 2
+        segment = None
+        if bool(multi.any()):
+            segment = self.predictor.perturbation_segment(context[multi], tokens[multi], valid[multi])
+        return {
+            "effects": self.perturbation.additive(tokens, valid, context),
+            "control_z": control_z,
+            "rows": valid.any(1) & (self.control_seen[group] > 0),
+            "multi": multi,
+            "segment": segment,
+        }
+
+    def perturbation_effect(self, genes, context, dose=None, ptype=None) -> dict[str, torch.Tensor]:
+        """Latent shift of gene sets ``genes`` ``(B, K)`` in ``context`` (:class:`~biojepa.nn.PerturbationEffect`)."""
+
+        def interaction(ctx, tokens, valid):
+            segment = self.predictor.perturbation_segment(ctx, tokens, valid)
+            return self.predictor.interaction_output(self.predictor([segment])[0], segment.lengths)
+
+        gene_embedding = self.context_encoder.tokenizer.gene_embedding
+        return self.perturbation(gene_embedding, genes, context, dose, ptype, interaction=interaction)
+
+    def _time_samples(self, z, target_z, time, sample, group, perturbation, condition):
+        """Time-series samples of the minibatch: sequences, queried points, targets and the smoothness term."""
+        time = time.view(-1).float()
+        with torch.no_grad():
+            if self.paired and sample is not None:
+                seqs = paired_sequences(sample, time)
+            else:
+                code = torch.zeros_like(time, dtype=torch.long) if group is None else group
+                if perturbation is not None:  # never couple cells of different perturbations
+                    code = code * (int(perturbation.max()) + 1) + perturbation.view(-1).long()
+                seqs = coupled_sequences(time, code, target_z, epsilon=self.coupling_epsilon)
+            if seqs.lengths.numel() == 0:
+                return None
+            query = split_queries(seqs)
+            t = time[seqs.cells]
+            seq_id = seqs.sequence_of_token()
+            positions = (t - t[seqs.first_token()][seq_id]) / self.time_scale
+        zs = z[seqs.cells]
+        cond = condition[seqs.cells] if condition is not None else None
+        segment = self.predictor.time_segment(zs, query, seqs.lengths, positions, cond)
+        smooth = z.sum() * 0.0
+        if self.smoothness_weight > 0:
+            dt = positions[1:] - positions[:-1]
+            pair = (seq_id[1:] == seq_id[:-1]) & (dt > 0)
+            velocity = (zs[1:] - zs[:-1]) / dt.clamp(min=1e-6)[:, None]
+            both = pair[1:] & pair[:-1]
+            if bool(both.any()):
+                smooth = (velocity[1:] - velocity[:-1])[both].pow(2).sum(1).mean()
+        return {"segment": segment, "query": query, "target": target_z[seqs.cells[query]], "smoothness": smooth}
+
+    @torch.no_grad()
+    def _update_control_latents(self, target_z, group, is_control, momentum: float = 0.9) -> None:
+        """Running mean of the target latents of control cells, per covariate group."""
+        if not bool(is_control.any()):
+            return
+        g, zc = group[is_control], target_z[is_control]
+        sums = torch.zeros_like(self.control_latent).index_add_(0, g, zc)
+        counts = torch.zeros_like(self.control_seen).index_add_(0, g, torch.ones_like(g, dtype=zc.dtype))
+        present = counts > 0
+        means = sums[present] / counts[present, None]
+        first = self.control_seen[present] == 0
+        old = self.control_latent[present]
+        self.control_latent[present] = torch.where(first[:, None], means, momentum * old + (1 - momentum) * means)
+        self.control_seen[present] += counts[present]
