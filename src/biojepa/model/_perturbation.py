@@ -137,7 +137,7 @@ class PerturbationMixin(ReferenceMixin):
                     lib = np.asarray(
                         self.get_from_registry(adata, REGISTRY_KEYS.SIZE_FACTOR_KEY)[group.control]
                     ).ravel()
-                x = (np.expm1(log_ctrl + d_log) * lib[:, None] / 1e4).mean(0)
+                x = (np.maximum(np.expm1(log_ctrl + d_log), 0.0) * lib[:, None] / 1e4).mean(0)
                 X.append(x), delta.append(x - counts.mean(0))
             else:
                 X.append(log_ctrl.mean(0) + d_log), delta.append(d_log)

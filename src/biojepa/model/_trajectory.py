@@ -25,10 +25,12 @@ class TrajectoryMixin:
         if EXTRA_KEYS.TIME not in self.adata_manager.data_registry:
             return {}
         times = np.asarray(self.get_from_registry(self.adata, EXTRA_KEYS.TIME)).ravel()
-        return {
-            "time_scale": time_scale(times),
-            "paired": EXTRA_KEYS.SAMPLE in self.adata_manager.data_registry,
-        }
+        paired = EXTRA_KEYS.SAMPLE in self.adata_manager.data_registry
+        span = float(np.ptp(times)) if times.size else 0.0
+        if paired:
+            samples = np.asarray(self.get_from_registry(self.adata, EXTRA_KEYS.SAMPLE)).ravel()
+            span = float(pd.Series(times).groupby(samples).agg(np.ptp).max())
+        return {"time_scale": time_scale(times), "time_span": span, "paired": paired}
 
     @torch.inference_mode()
     def predict_trajectory(
@@ -45,7 +47,9 @@ class TrajectoryMixin:
 
         The observed time points of each sequence are the predictor's context; each requested time is a query
         whose RoPE position is its time since the sequence's first observation, so predictions are conditioned
-        on Δt and may interpolate or extrapolate. With a registered ``sample_key`` a sequence is one sample's
+        on Δt and may interpolate or extrapolate. A query's context is limited to the points within the longest
+        time span of a training sequence before it (at least the latest point): the predictor is not asked about
+        spans it never saw; ``rollout_step`` reaches further in steps. With a registered ``sample_key`` a sequence is one sample's
         observations; without it, a population: the cells of the latest observed time point are traced back
         through earlier time points by optimal-transport coupling (as in training), and each chain is rolled
         forward.
@@ -130,7 +134,7 @@ class TrajectoryMixin:
             seq_names = [f"chain{i}" for i in range(len(seqs.lengths))]
             name_key = "chain"
         vis = list(seqs.cells.split(seqs.lengths.tolist()))
-        z_pred = self._predict_times(vis, z_ctx, t, cond, times_req, rollout_step)  # (S, Q, d)
+        z_pred = self._predict_times(vis, z_ctx, z_tgt, t, cond, times_req, rollout_step)  # (S, Q, d)
         anchors = np.array([int(v[-1]) for v in vis])
         X = self._anchored_expression(enc, anchors, z_tgt[anchors], z_pred)  # (S, Q, G)
         S, Q = z_pred.shape[:2]
@@ -182,10 +186,10 @@ class TrajectoryMixin:
         lengths = torch.cat([seqs.lengths, torch.ones_like(single)]).to(z.device)
         return Sequences(cells, lengths)
 
-    def _predict_times(self, vis, z_ctx, t, cond, times_req, rollout_step) -> torch.Tensor:
+    def _predict_times(self, vis, z_ctx, z_tgt, t, cond, times_req, rollout_step) -> torch.Tensor:
         """``(S, Q, n_latent)`` predicted target latents of each sequence at the requested times."""
         S = len(vis)
-        vis_z = [z_ctx[v] for v in vis]
+        vis_z = [torch.stack([z_ctx[v], z_tgt[v]]) for v in vis]  # (2, L, d): context and target latents
         vis_t = [torch.as_tensor(t[v.cpu().numpy()], device=z_ctx.device) for v in vis]
         seq_cond = None if cond is None else cond[torch.stack([v[-1] for v in vis])]
         if rollout_step is not None:
@@ -198,7 +202,7 @@ class TrajectoryMixin:
                     break
                 z_next = self._query(vis_z, vis_t, seq_cond, step_t[:, None])[:, 0]
                 for s in due.nonzero().view(-1).tolist():
-                    vis_z[s] = torch.cat([vis_z[s], z_next[s : s + 1]])
+                    vis_z[s] = torch.cat([vis_z[s], z_next[s : s + 1][None].expand(2, -1, -1)], 1)
                     vis_t[s] = torch.cat([vis_t[s], step_t[s : s + 1]])
         out = []
         for q in times_req:
@@ -209,7 +213,7 @@ class TrajectoryMixin:
             keep = [k if bool(k.any()) else torch.ones_like(k) for k in keep]  # a query before every point
             out.append(
                 self._query(
-                    [z[k] for z, k in zip(vis_z, keep, strict=True)],
+                    [z[:, k] for z, k in zip(vis_z, keep, strict=True)],
                     [vt[k] for vt, k in zip(vis_t, keep, strict=True)],
                     seq_cond,
                     query_t,
@@ -218,20 +222,30 @@ class TrajectoryMixin:
         return torch.cat(out, 1)
 
     def _query(self, vis_z, vis_t, seq_cond, query_t: torch.Tensor) -> torch.Tensor:
-        """Run the predictor on sequences (observed latents and times) with queries ``query_t`` ``(S, Q)``."""
+        """Run the predictor on sequences (observed latents and times) with one query each, ``query_t`` ``(S, 1)``.
+
+        The context of a query is the sequence's points within the longest time span seen in training before the
+        query (at least the latest point), so the predictor is never asked about spans it was not trained on.
+        """
         pred = self.module.predictor
         scale = float(self.module.time_scale)
+        span = float(self.module.time_span)
+        if span > 0:
+            keep = [vt >= float(q) - span - 1e-9 for vt, q in zip(vis_t, query_t[:, 0], strict=True)]
+            keep = [k if bool(k.any()) else vt == vt.max() for k, vt in zip(keep, vis_t, strict=True)]
+            vis_z = [z[:, k] for z, k in zip(vis_z, keep, strict=True)]
+            vis_t = [vt[k] for vt, k in zip(vis_t, keep, strict=True)]
         results = []
         for start in range(0, len(vis_z), _CHUNK):
             idx = range(start, min(start + _CHUNK, len(vis_z)))
             z_parts, pos_parts, q_parts, lengths = [], [], [], []
             for s in idx:
                 first = vis_t[s].min()
-                n_q = query_t.shape[1]
-                z_parts += [vis_z[s], vis_z[s].new_zeros(n_q, vis_z[s].shape[1])]
+                ctx_z = vis_z[s][0]
+                z_parts += [ctx_z, ctx_z.new_zeros(1, ctx_z.shape[1])]
                 pos_parts += [(vis_t[s] - first) / scale, (query_t[s] - first) / scale]
-                q_parts += [torch.zeros(len(vis_t[s]), dtype=torch.bool), torch.ones(n_q, dtype=torch.bool)]
-                lengths.append(len(vis_t[s]) + n_q)
+                q_parts += [torch.zeros(len(vis_t[s]), dtype=torch.bool), torch.ones(1, dtype=torch.bool)]
+                lengths.append(len(vis_t[s]) + 1)
             query = torch.cat(q_parts).to(query_t.device)
             lengths_t = torch.as_tensor(lengths, device=query_t.device)
             cond = None
@@ -239,7 +253,7 @@ class TrajectoryMixin:
                 cond = torch.repeat_interleave(seq_cond[list(idx)], lengths_t, 0)
             segment = pred.time_segment(torch.cat(z_parts), query, lengths_t, torch.cat(pos_parts).float(), cond)
             out = pred.to_latent(pred([segment])[0][query])
-            results.append(out.view(len(idx), query_t.shape[1], -1))
+            results.append(out[:, None])
         return torch.cat(results)
 
     def _anchored_expression(self, enc: AnnData, anchors: np.ndarray, z_anchor, z_pred) -> np.ndarray:
@@ -255,5 +269,5 @@ class TrajectoryMixin:
             lib = np.maximum(counts.sum(1), 1e-8)
             if REGISTRY_KEYS.SIZE_FACTOR_KEY in self.adata_manager.data_registry:
                 lib = np.asarray(self.get_from_registry(enc, REGISTRY_KEYS.SIZE_FACTOR_KEY)).ravel()[anchors]
-            X = np.expm1(X) * lib[:, None, None] / 1e4
+            X = np.maximum(np.expm1(X), 0.0) * lib[:, None, None] / 1e4  # log1p below 0 is no count
         return X

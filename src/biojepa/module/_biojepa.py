@@ -79,6 +79,8 @@ class BioJEPAModule(TaskSamplesMixin, BaseModuleClass):
         (a member never observed alone) they do.
     time_scale
         Time step that RoPE positions are measured in (``None`` disables time courses).
+    time_span
+        Longest time span of a training sequence (predictions use context within it; 0: no limit).
     paired
         Whether cells of a time course are grouped into sequences by a sample code (else coupled by mini-batch
         optimal transport between consecutive time points of a covariate group).
@@ -130,6 +132,7 @@ class BioJEPAModule(TaskSamplesMixin, BaseModuleClass):
         expression_weight: float = 1.0,
         interaction_penalty: float = 1.0,
         time_scale: float | None = None,
+        time_span: float = 0.0,
         paired: bool = False,
         dynamic_weight: float = 25.0,
         smoothness_weight: float = 0.0,
@@ -168,6 +171,7 @@ class BioJEPAModule(TaskSamplesMixin, BaseModuleClass):
         self.n_groups = int(torch.tensor(sizes).prod())
         self.dynamic = time_scale is not None
         self.register_buffer("time_scale", torch.tensor(float(time_scale or 1.0)))
+        self.register_buffer("time_span", torch.tensor(float(time_span)))
         self.paired = paired
         self.dynamic_weight, self.smoothness_weight = dynamic_weight, smoothness_weight
         self.coupling_epsilon = coupling_epsilon

@@ -9,6 +9,8 @@ from ._packing import PackedTransformer, Segment, run_packed
 
 #: Sample kinds the predictor reads (index into its kind embedding).
 KINDS = ("module", "time", "perturbation")
+#: Row length of packed mixed-length samples (``benchmarks/packing.py``: 64 beat the longest sample's length).
+PACK_CAPACITY = 64
 
 
 class Predictor(nn.Module):
