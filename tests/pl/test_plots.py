@@ -86,3 +86,45 @@ def test_perturbation_embedding_points_are_principal_components():
     assert len(ax.texts) == 3
     with pytest.raises(KeyError, match="donor"):
         bj.pl.perturbation_embedding(emb, color="donor")
+
+
+def _time_course():
+    obs = pd.DataFrame({"subject": ["a"] * 3 + ["b"] * 3, "hours": [12.0, 0.0, 24.0] * 2})
+    X = np.array([[1.0, 5.0], [0.0, 4.0], [2.0, 6.0], [3.0, 1.0], [2.0, 0.0], [4.0, 3.0]])
+    adata = ad.AnnData(X, obs=obs)
+    adata.var_names = ["g0", "g1"]
+    adata.obsm["X_biojepa"] = np.c_[X[:, 0], np.zeros(6)]
+    pred = ad.AnnData(
+        np.array([[9.0, 7.0], [8.0, 2.0]]),
+        obs=pd.DataFrame({"subject": ["a", "b"], "hours": [36.0, 36.0]}, index=["a@36", "b@36"]),
+    )
+    pred.var_names = ["g0", "g1"]
+    pred.obsm["X_biojepa"] = np.array([[9.0, 0.0], [8.0, 0.0]])
+    return adata, pred
+
+
+def test_trajectory_lines_are_time_sorted_observations_and_predictions():
+    adata, pred = _time_course()
+    ax = bj.pl.trajectory(adata, pred, time_key="hours", sample_key="subject", gene="g1")
+    observed, predicted = ax.lines[0], ax.lines[1]
+    np.testing.assert_allclose(observed.get_xdata(), [0.0, 12.0, 24.0])
+    np.testing.assert_allclose(observed.get_ydata(), [4.0, 5.0, 6.0])  # subject a's g1, sorted by time
+    np.testing.assert_allclose(predicted.get_ydata(), [7.0])
+    assert observed.get_color() == predicted.get_color()
+    assert len(ax.lines) == 4
+    # latent: PC1 of obsm (here the first column, up to sign); predictions projected on the same axis
+    ax = bj.pl.trajectory(adata, pred, time_key="hours", sample_key="subject")
+    y = np.abs(ax.lines[0].get_ydata())
+    np.testing.assert_allclose(y, np.abs(np.array([0.0, 1.0, 2.0]) - 2.0), atol=1e-8)
+    with pytest.raises(KeyError, match="donor"):
+        bj.pl.trajectory(adata, time_key="hours", sample_key="donor")
+    with pytest.raises(KeyError, match="g9"):
+        bj.pl.trajectory(adata, time_key="hours", gene="g9")
+
+
+def test_trajectory_population_is_mean_per_time():
+    adata, pred = _time_course()
+    ax = bj.pl.trajectory(adata, pred, time_key="hours", gene="g0")
+    observed, predicted = (c.lines[0] for c in ax.containers)  # errorbar data lines
+    np.testing.assert_allclose(observed.get_ydata(), [1.0, 2.0, 3.0])  # (0 + 2) / 2, (1 + 3) / 2, (2 + 4) / 2
+    np.testing.assert_allclose(predicted.get_ydata(), [8.5])

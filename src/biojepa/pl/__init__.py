@@ -1,5 +1,6 @@
 """Plotting functions (matplotlib / scanpy); each returns its figure or axes."""
 
 from ._plots import delta_scatter, history, metric_bars, perturbation_embedding, umap
+from ._trajectory import trajectory
 
-__all__ = ["delta_scatter", "history", "metric_bars", "perturbation_embedding", "umap"]
+__all__ = ["delta_scatter", "history", "metric_bars", "perturbation_embedding", "trajectory", "umap"]
