@@ -8,10 +8,10 @@ Splits (every method sees the same training observations):
 - ``hsmm``: the Trapnell 2014 myoblast time course (single cells, log1p FPKM of the 2,000 most variable genes);
   cells at 0/24/48 h train, the 72 h population is predicted from them (no subject: population mode).
 - ``guo``: the Guo 2010 embryo qPCR (48 genes, time = log2 cell stage); the 64-cell stage is predicted from the
-  1–32-cell stages (population mode).
+  2–32-cell stages (population mode).
 
 Metrics: ``pearson_delta`` (Pearson r of predicted vs observed change of the mean profile from the first observed
-time point: the subject's 0 h sample, or the 0 h / 1-cell population), ``l2`` of the mean profiles and, for the
+time point: the subject's 0 h sample, or the 0 h / 2-cell population), ``l2`` of the mean profiles and, for the
 populations, the ``energy_distance`` between predicted and observed cells in the 20-PC space of the training cells.
 Baselines: ``CarryForward`` (last observed state: the subject's 69 h sample or the 48 h cells) and ``LinearPCA``
 (PCA of the training observations; per subject or per population mean, a least-squares line of the PC scores
@@ -127,7 +127,7 @@ def carry_forward(split: dict, task: dict) -> list[np.ndarray]:
 
 
 def linear_pca(split: dict, task: dict, pca: PCA, n_last: int | None) -> list[np.ndarray]:
-    """Line fitted to the (mean) PC scores of the last ``n_last`` observed times; its change is added to the last state."""
+    """Line through the (mean) PC scores of the last ``n_last`` observed times, its change added to the last state."""
     X, t = dense(split["adata"].X), split["adata"].obs[split["time"]].to_numpy(float)
     ctx = task["context"]
     times = np.unique(t[ctx])

@@ -197,7 +197,7 @@ def flu_h3n2_challenge(data_dir: PathLike | None = None) -> ad.AnnData:
 
 
 def guo2010_mouse_embryo(data_dir: PathLike | None = None) -> ad.AnnData:
-    """Guo et al. 2010 single-cell qPCR of early mouse embryos, 1- to 64-cell stage (``obs["cell_stage"]``).
+    """Guo et al. 2010 single-cell qPCR of early mouse embryos, 2- to 64-cell stage (``obs["cell_stage"]``).
 
     Parameters
     ----------

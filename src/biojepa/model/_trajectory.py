@@ -49,8 +49,8 @@ class TrajectoryMixin:
         whose RoPE position is its time since the sequence's first observation, so predictions are conditioned
         on Δt and may interpolate or extrapolate. A query's context is limited to the points within the longest
         time span of a training sequence before it (at least the latest point): the predictor is not asked about
-        spans it never saw; ``rollout_step`` reaches further in steps. With a registered ``sample_key`` a sequence is one sample's
-        observations; without it, a population: the cells of the latest observed time point are traced back
+        spans it never saw; ``rollout_step`` reaches further in steps. With a registered ``sample_key`` a sequence is
+        one sample's observations; without it, a population: the cells of the latest observed time point are traced back
         through earlier time points by optimal-transport coupling (as in training), and each chain is rolled
         forward.
 

@@ -111,8 +111,9 @@ def trajectory(
             if values is None:
                 continue
             stats = pd.DataFrame({"t": times, "v": values}).groupby("t")["v"].agg(["mean", "std"]).fillna(0.0)
-            ax.errorbar(stats.index.to_numpy(float), stats["mean"].to_numpy(), yerr=stats["std"].to_numpy(), fmt=style, ms=4, capsize=2, label=label,
-                        mfc="none" if label == "predicted" else None)  # fmt: skip
+            mfc = "none" if label == "predicted" else None
+            t, mean, sd = stats.index.to_numpy(float), stats["mean"].to_numpy(), stats["std"].to_numpy()
+            ax.errorbar(t, mean, yerr=sd, fmt=style, ms=4, capsize=2, label=label, mfc=mfc)
         ax.legend(fontsize=7, frameon=False)
     ax.set_xlabel(time_key)
     ax.set_ylabel(gene if gene is not None else f"{basis} PC1")
