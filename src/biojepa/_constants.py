@@ -11,6 +11,8 @@ class _ExtraKeys(NamedTuple):
     DOSE: str = "dose"
     PERTURBATION_TYPE: str = "perturbation_type"
     TIME: str = "time"
+    PROTEIN: str = "protein"
+    ATAC: str = "atac"
     SAMPLE: str = "sample"
 
 
@@ -28,6 +30,8 @@ class _LossKeys(NamedTuple):
     INTERACTION: str = "interaction_norm"
     DYNAMIC: str = "dynamic_loss"
     SMOOTHNESS: str = "smoothness_loss"
+    CROSS_MODAL: str = "cross_modal_loss"
+    MODALITY: str = "modality_loss"
 
 
 class _ModuleKeys(NamedTuple):
@@ -48,6 +52,10 @@ class _ModuleKeys(NamedTuple):
     TIME_PRED: str = "time_pred"
     TIME_TARGET: str = "time_target"
     SMOOTHNESS: str = "smoothness"
+    PRED_WEIGHT: str = "pred_weight"
+    PRESENT: str = "present"
+    CROSS: str = "cross"
+    MODALITY_PRED: str = "modality_pred"
 
 
 class _InputScales(NamedTuple):

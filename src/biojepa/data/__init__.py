@@ -17,6 +17,15 @@ from ._genes import (
     normalize_expression,
     sample_rows,
 )
+from ._modalities import (
+    MODALITY_LAYERS,
+    Modality,
+    check_modalities,
+    check_modality,
+    modality_priors,
+    normalize_modality,
+    present_rows,
+)
 from ._perturbation import (
     PerturbationTables,
     check_perturbation_setup,
@@ -41,6 +50,13 @@ __all__ = [
     "kernel_weights",
     "loo_temperature",
     "select_groups",
+    "MODALITY_LAYERS",
+    "Modality",
+    "check_modalities",
+    "check_modality",
+    "modality_priors",
+    "normalize_modality",
+    "present_rows",
     "PerturbationTables",
     "check_perturbation_setup",
     "ordered_genes",

@@ -40,12 +40,15 @@ def _values(chunk) -> np.ndarray:
     return chunk.data if sparse.issparse(chunk) else chunk.ravel()
 
 
-def check_expression(adata: AnnData, layer: str | None, allow_negative: bool = False) -> str:
+def check_expression(
+    adata: AnnData, layer: str | None, allow_negative: bool = False, allow_empty_cells: bool = False
+) -> str:
     """Validate the expression matrix and detect its scale.
 
     Raises for an empty AnnData, NaN/inf, negative values (unless ``allow_negative``: log-scale data such as
     qPCR ΔCt, declared with ``input_scale="log"``) and all-zero cells. Returns ``"counts"`` when every value
-    is a non-negative integer, else ``"log"`` (taken to be log-normalized expression).
+    is a non-negative integer, else ``"log"`` (taken to be log-normalized expression). ``allow_empty_cells``
+    accepts all-zero cells (e.g. no peak of a small ATAC panel).
     """
     where = "adata.X" if layer is None else f"adata.layers[{layer!r}]"
     if adata.n_obs == 0 or adata.n_vars == 0:
@@ -72,7 +75,7 @@ def check_expression(adata: AnnData, layer: str | None, allow_negative: bool = F
             zero_cells.extend((np.flatnonzero(totals == 0) + start).tolist())
         if is_integer and vals.size and not np.all(np.mod(vals, 1) == 0):
             is_integer = False
-    if zero_cells:
+    if zero_cells and not allow_empty_cells:
         names = list(adata.obs_names[zero_cells[:5]])
         raise ValueError(
             f"{len(zero_cells)} cells have no expression at all in {where} (e.g. {names}); remove them first, "

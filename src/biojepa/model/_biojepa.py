@@ -9,7 +9,7 @@ from typing import Literal
 import numpy as np
 import torch
 from anndata import AnnData
-from scvi import REGISTRY_KEYS, settings
+from scvi import REGISTRY_KEYS
 from scvi.data import AnnDataManager
 from scvi.data.fields import (
     CategoricalJointObsField,
@@ -23,26 +23,24 @@ from scvi.model.base import BaseModelClass, UnsupervisedTrainingMixin
 from .._constants import EXTRA_KEYS, INPUT_SCALES, MODULE_KEYS
 from ..data import (
     check_continuous,
-    check_expression,
     check_obs_keys,
     check_perturbation_setup,
     check_time,
-    gene_priors,
-    get_matrix,
     resolve_input_scale,
-    sample_rows,
 )
 from ..module import BioJEPAModule
 from ..train import BioJEPATrainingPlan
+from ._inputs import InputsMixin
+from ._multiomics import MultiomicsMixin
 from ._perturbation import PerturbationMixin
 from ._trajectory import TrajectoryMixin
 
 logger = logging.getLogger(__name__)
 
-_MAX_CELLS_FOR_GENE_STATS = 10_000
 
-
-class BioJEPA(TrajectoryMixin, PerturbationMixin, UnsupervisedTrainingMixin, BaseModelClass):
+class BioJEPA(
+    InputsMixin, MultiomicsMixin, TrajectoryMixin, PerturbationMixin, UnsupervisedTrainingMixin, BaseModelClass
+):
     """Joint Embedding Predictive Architecture for single-cell expression :cite:p:`assran2023ijepa`.
 
     Genes are grouped into co-expression modules, each module becomes a token (the expression-weighted
@@ -125,28 +123,24 @@ class BioJEPA(TrajectoryMixin, PerturbationMixin, UnsupervisedTrainingMixin, Bas
         interaction_penalty: float = 1.0,
         dynamic_weight: float = 25.0,
         smoothness_weight: float = 0.0,
+        cross_modal_prob: float = 0.5,
+        cross_modal_weight: float = 1.0,
+        modality_weight: float = 1.0,
     ):
         super().__init__(adata)
-        setup_args = self.adata_manager.registry["setup_args"]
-        layer = setup_args["layer"]
-        self.input_scale = resolve_input_scale(self.adata, layer, setup_args["input_scale"])
-        n_genes = self.summary_stats.n_vars
-        if n_modules is None:
-            n_modules = min(16, max(2, n_genes // 8))
-
-        rows = sample_rows(self.adata.n_obs, _MAX_CELLS_FOR_GENE_STATS, settings.seed or 0)
-        size_factor = None
-        if REGISTRY_KEYS.SIZE_FACTOR_KEY in self.adata_manager.data_registry:
-            size_factor = self.get_from_registry(self.adata, REGISTRY_KEYS.SIZE_FACTOR_KEY)[rows]
-        priors = gene_priors(
-            get_matrix(self.adata, layer)[rows],
-            self.input_scale,
-            n_embed=n_embed,
-            n_modules=n_modules,
-            gene_modules=gene_modules,
-            size_factor=size_factor,
-            seed=settings.seed or 0,
-        )
+        modality_kwargs = {}
+        if self._multimodal:
+            priors, specs = self._modality_priors(n_embed, n_modules)
+            self.input_scale = specs[0].input_scale
+            n_genes = sum(m.n_features for m in specs)
+            modality_kwargs = {
+                "modalities": [tuple(m) for m in specs],
+                "cross_modal_prob": cross_modal_prob,
+                "cross_modal_weight": cross_modal_weight,
+                "modality_weight": modality_weight,
+            }
+        else:
+            priors, n_genes = self._gene_priors(n_embed, n_modules, gene_modules)
         module_index = priors.module_index
 
         cat_state = (
@@ -185,6 +179,7 @@ class BioJEPA(TrajectoryMixin, PerturbationMixin, UnsupervisedTrainingMixin, Bas
             smoothness_weight=smoothness_weight,
             **perturbation,
             **self._time_module_kwargs(),
+            **modality_kwargs,
         )
         self._model_summary_string = (
             f"BioJEPA: {n_genes} genes in {module_index.shape[0]} modules, n_latent={n_latent}, "
@@ -331,22 +326,6 @@ class BioJEPA(TrajectoryMixin, PerturbationMixin, UnsupervisedTrainingMixin, Bas
         adata_manager.register_fields(adata, **kwargs)
         cls.register_manager(adata_manager)
 
-    def _check_genes(self, adata: AnnData) -> None:
-        """Raise if ``adata`` lacks, or orders differently, the genes the model was trained on."""
-        expected = self.adata_manager.get_state_registry(REGISTRY_KEYS.X_KEY).column_names
-        if adata.n_vars == len(expected) and np.array_equal(np.asarray(adata.var_names), np.asarray(expected)):
-            return
-        missing = [g for g in expected if g not in set(adata.var_names)]
-        if missing:
-            raise ValueError(
-                f"The AnnData lacks {len(missing)} of the model's {len(expected)} genes (e.g. {missing[:5]}); "
-                "BioJEPA needs every training gene (add them as zeros if they were not measured)."
-            )
-        raise ValueError(
-            f"The AnnData's genes differ in order or number from the model's ({adata.n_vars} vs {len(expected)}); "
-            "subset and reorder them with `adata = adata[:, model.adata.var_names].copy()`."
-        )
-
     def train(
         self,
         max_epochs: int | None = None,
@@ -428,7 +407,11 @@ class BioJEPA(TrajectoryMixin, PerturbationMixin, UnsupervisedTrainingMixin, Bas
         (400, 8)
         """
         self._check_if_trained(warn=True)
+        owner = adata
+        if adata is not None and self._multimodal and isinstance(adata, AnnData):
+            adata = self._as_mudata(adata)  # RNA only: the other modalities are masked
         adata = self._validate_anndata(adata)
+        owner = adata if owner is None else owner
         if key_added is not None and indices is not None:
             raise ValueError("`key_added` stores a latent for every cell; pass `indices=None` with it.")
         loader = self._make_data_loader(adata=adata, indices=indices, batch_size=batch_size)
@@ -439,16 +422,5 @@ class BioJEPA(TrajectoryMixin, PerturbationMixin, UnsupervisedTrainingMixin, Bas
             latents.append(self.module.inference(**inputs, masked=False)[MODULE_KEYS.Z].cpu())
         z = torch.cat(latents).numpy()
         if key_added is not None:
-            adata.obsm[key_added] = z
+            owner.obsm[key_added] = z
         return z
-
-    def _validate_anndata(self, adata: AnnData | None = None, copy_if_view: bool = True) -> AnnData:
-        if adata is not None and adata is not self.adata:
-            self._check_genes(adata)
-            self._check_expression(adata)
-        return super()._validate_anndata(adata, copy_if_view=copy_if_view)
-
-    def _check_expression(self, adata: AnnData) -> None:
-        """Validate ``adata``'s expression as at setup (negative values only where the input was declared log)."""
-        args = self.adata_manager.registry["setup_args"]
-        check_expression(adata, args["layer"], allow_negative=args["input_scale"] == INPUT_SCALES.LOG)

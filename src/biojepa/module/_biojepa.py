@@ -26,10 +26,11 @@ from ..nn import (
     vicreg_covariance,
     vicreg_variance,
 )
+from ._modalities import ModalityMixin
 from ._tasks import TaskSamplesMixin
 
 
-class BioJEPAModule(TaskSamplesMixin, BaseModuleClass):
+class BioJEPAModule(ModalityMixin, TaskSamplesMixin, BaseModuleClass):
     """JEPA over gene-module tokens.
 
     ``inference`` runs the encoders: the EMA target encoder on every module (no gradient) and the
@@ -89,6 +90,12 @@ class BioJEPAModule(TaskSamplesMixin, BaseModuleClass):
         temporal-consistency regulariser (squared change of latent velocity along sequences).
     coupling_epsilon
         Entropic regularisation of the population coupling, relative to the mean cost.
+    modalities
+        ``(kind, input_scale, n_features)`` of each modality, RNA first, when the input concatenates several
+        (the module's modality mixin); ``None``: one modality.
+    cross_modal_prob, cross_modal_weight, modality_weight
+        Probability that a training step hides a whole modality from the context, weight of the cross-modal latent
+        regression, and weight of the heads predicting each non-RNA modality from the stop-gradient latent.
 
     Examples
     --------
@@ -137,6 +144,10 @@ class BioJEPAModule(TaskSamplesMixin, BaseModuleClass):
         dynamic_weight: float = 25.0,
         smoothness_weight: float = 0.0,
         coupling_epsilon: float = 0.05,
+        modalities: Sequence | None = None,
+        cross_modal_prob: float = 0.5,
+        cross_modal_weight: float = 1.0,
+        modality_weight: float = 1.0,
     ):
         super().__init__()
         if input_scale not in (INPUT_SCALES.COUNTS, INPUT_SCALES.LOG):
@@ -175,6 +186,7 @@ class BioJEPAModule(TaskSamplesMixin, BaseModuleClass):
         self.paired = paired
         self.dynamic_weight, self.smoothness_weight = dynamic_weight, smoothness_weight
         self.coupling_epsilon = coupling_epsilon
+        self._init_modalities(modalities, n_input, module_index, cross_modal_prob, cross_modal_weight, modality_weight)
         self.perturbation = None
         self.expression_head = (
             ExpressionHead(n_latent, n_input) if (self.dynamic or condition_genes is not None) else None
@@ -223,6 +235,8 @@ class BioJEPAModule(TaskSamplesMixin, BaseModuleClass):
         return {
             "x": tensors[REGISTRY_KEYS.X_KEY],
             "size_factor": tensors.get(REGISTRY_KEYS.SIZE_FACTOR_KEY),
+            "protein": tensors.get(EXTRA_KEYS.PROTEIN),
+            "atac": tensors.get(EXTRA_KEYS.ATAC),
         }
 
     def _get_generative_input(self, tensors, inference_outputs) -> dict:
@@ -241,32 +255,47 @@ class BioJEPAModule(TaskSamplesMixin, BaseModuleClass):
         }
 
     @auto_move_data
-    def inference(self, x, size_factor=None, masked: bool = True) -> dict[str, torch.Tensor]:
+    def inference(
+        self, x, size_factor=None, protein=None, atac=None, masked: bool = True, drop: Sequence[str] = ()
+    ) -> dict[str, torch.Tensor]:
         """Encode cells.
 
         With ``masked=True`` (training and validation): the target encoder sees every module and its
         layer-normed states at the masked modules become the regression target; the context encoder sees
-        the visible modules. With ``masked=False``: the context encoder sees every module (embedding).
+        the visible modules. With ``masked=False``: the context encoder sees every module (embedding), except
+        those of the modalities in ``drop`` (e.g. ``["protein"]`` to embed from RNA alone).
         """
-        x = self.normalize(x, size_factor)
+        x, present = self.normalize_inputs(x, size_factor, protein, atac)
+        token_mask = self.token_mask(present, drop)
         if not masked:
-            _, z = self.context_encoder(x)
+            _, z = self.context_encoder(x, token_mask=token_mask)
             return {MODULE_KEYS.Z: z}
-        masks_enc, masks_pred = self.mask_sampler(x.shape[0], device=x.device)
+        cross = self.cross_modal_masks(x.shape[0])
+        if cross is None:
+            masks_enc, masks_pred = self.mask_sampler(x.shape[0], device=x.device)
+        else:
+            masks_enc, masks_pred = cross[0], cross[1]
         # 1. target: EMA encoder on every module, no gradient
         with torch.no_grad():
-            target_tokens, target_z = self.target_encoder(x)  # (B, T, D), (B, n_latent)
+            target_tokens, target_z = self.target_encoder(x, token_mask=token_mask)  # (B, T, D), (B, n_latent)
             target_tokens = F.layer_norm(target_tokens, target_tokens.shape[-1:])
             target = target_tokens.gather(1, masks_pred[..., None].expand(-1, -1, target_tokens.shape[-1]))
         # 2. context: online encoder on the visible modules
-        _, z = self.context_encoder(x, keep=masks_enc)  # (B, n_latent)
-        return {
+        _, z = self.context_encoder(x, keep=masks_enc, token_mask=token_mask)  # (B, n_latent)
+        out = {
             MODULE_KEYS.Z: z,
             MODULE_KEYS.MASKS_PRED: masks_pred,
             MODULE_KEYS.TARGET: target,
             MODULE_KEYS.TARGET_Z: target_z,
             MODULE_KEYS.X_NORM: x,
         }
+        if token_mask is not None:  # predict only modules the cell has, from a context it has
+            visible = token_mask.gather(1, masks_enc).any(1, keepdim=True)
+            out[MODULE_KEYS.PRED_WEIGHT] = token_mask.gather(1, masks_pred) & visible
+            out[MODULE_KEYS.PRESENT] = present
+            if cross is not None:
+                out[MODULE_KEYS.CROSS] = torch.tensor(cross[2], device=x.device)
+        return out
 
     @auto_move_data
     def generative(
@@ -327,6 +356,8 @@ class BioJEPAModule(TaskSamplesMixin, BaseModuleClass):
             out[MODULE_KEYS.SMOOTHNESS] = dyn["smoothness"]
         if self.expression_head is not None and target_z is not None:
             out[MODULE_KEYS.EXPR_PRED] = self.expression_head(target_z.detach())
+        if self.modalities is not None and target_z is not None:
+            out[MODULE_KEYS.MODALITY_PRED] = {k: head(target_z.detach()) for k, head in self.modality_heads.items()}
         return out
 
     def loss(self, tensors, inference_outputs, generative_outputs) -> LossOutput:
@@ -334,11 +365,21 @@ class BioJEPAModule(TaskSamplesMixin, BaseModuleClass):
         z = inference_outputs[MODULE_KEYS.Z]
         pred = generative_outputs[MODULE_KEYS.PRED]
         target = inference_outputs[MODULE_KEYS.TARGET]
-        jepa = F.mse_loss(pred, target)
+        if MODULE_KEYS.PRED_WEIGHT in inference_outputs:  # modules of missing modalities are not predicted
+            w = inference_outputs[MODULE_KEYS.PRED_WEIGHT].float()
+            jepa = ((pred - target).pow(2).mean(-1) * w).sum() / w.sum().clamp(min=1.0)
+        else:
+            jepa = F.mse_loss(pred, target)
         var = vicreg_variance(z)
         cov = vicreg_covariance(z)
         loss = self.jepa_weight * jepa + self.variance_weight * var + self.covariance_weight * cov
         extra = {}
+        if self.modalities is not None:
+            target_z = inference_outputs[MODULE_KEYS.TARGET_Z]
+            mod = self.modality_losses(inference_outputs, generative_outputs, z, target_z)
+            loss = loss + self.cross_modal_weight * mod["cross"] + self.modality_weight * mod["heads"]
+            extra[LOSS_KEYS.CROSS_MODAL] = mod["cross"].detach()
+            extra[LOSS_KEYS.MODALITY] = mod["heads"].detach()
         if MODULE_KEYS.EXPR_PRED in generative_outputs:
             expr = F.mse_loss(generative_outputs[MODULE_KEYS.EXPR_PRED], inference_outputs[MODULE_KEYS.X_NORM])
             loss = loss + self.expression_weight * expr

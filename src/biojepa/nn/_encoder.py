@@ -126,11 +126,29 @@ class CellEncoder(nn.Module):
         self.transformer = Transformer(n_embed, depth, n_heads, mlp_ratio, dropout)
         self.to_latent = nn.Linear(n_embed, n_latent)
 
-    def forward(self, x: torch.Tensor, keep: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """Encode ``x`` ``(B, G)``; ``keep`` ``(B, K)`` selects visible modules. Returns tokens and ``z``."""
+    def forward(
+        self, x: torch.Tensor, keep: torch.Tensor | None = None, token_mask: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Encode ``x`` ``(B, G)``; ``keep`` ``(B, K)`` selects visible modules. Returns tokens and ``z``.
+
+        ``token_mask`` ``(B, T)`` marks the modules a cell has (``False``: a modality not measured in that cell);
+        absent modules are neither attended to nor pooled. A cell with no module left gets ``z`` from all of
+        them (callers drop such rows).
+        """
         tokens = self.tokenizer(x)  # (B, T, D)
         if keep is not None:
             tokens = tokens.gather(1, keep[..., None].expand(-1, -1, tokens.shape[-1]))  # (B, K, D)
-        tokens = self.transformer(tokens)  # (B, K, D)
-        z = self.to_latent(tokens.mean(1))  # (B, n_latent)
+            if token_mask is not None:
+                token_mask = token_mask.gather(1, keep)
+        attn_mask = None
+        if token_mask is not None and not bool(token_mask.all()):
+            token_mask = token_mask | ~token_mask.any(1, keepdim=True)  # no all-masked row (SDPA gives NaN)
+            attn_mask = token_mask[:, None, None, :]
+        tokens = self.transformer(tokens, attn_mask)  # (B, K, D)
+        if attn_mask is None:
+            pooled = tokens.mean(1)
+        else:
+            w = token_mask[..., None].to(tokens.dtype)
+            pooled = (tokens * w).sum(1) / w.sum(1)
+        z = self.to_latent(pooled)  # (B, n_latent)
         return tokens, z

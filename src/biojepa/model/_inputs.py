@@ -1,0 +1,70 @@
+"""Input checks and gene priors of :class:`~biojepa.BioJEPA` (AnnData and MuData)."""
+
+from __future__ import annotations
+
+import numpy as np
+from anndata import AnnData
+from mudata import MuData
+from scvi import REGISTRY_KEYS, settings
+
+from .._constants import INPUT_SCALES
+from ..data import check_expression, gene_priors, get_matrix, resolve_input_scale, sample_rows
+
+_MAX_CELLS_FOR_GENE_STATS = 10_000
+
+
+class InputsMixin:
+    """Validation of query data and the gene priors the module is built from."""
+
+    def _gene_priors(self, n_embed: int, n_modules: int | None, gene_modules):
+        """Input scale, gene statistics, loadings and modules of the registered AnnData."""
+        layer = self.adata_manager.registry["setup_args"]["layer"]
+        self.input_scale = resolve_input_scale(
+            self.adata, layer, self.adata_manager.registry["setup_args"]["input_scale"]
+        )
+        n_genes = self.summary_stats.n_vars
+        if n_modules is None:
+            n_modules = min(16, max(2, n_genes // 8))
+        rows = sample_rows(self.adata.n_obs, _MAX_CELLS_FOR_GENE_STATS, settings.seed or 0)
+        size_factor = None
+        if REGISTRY_KEYS.SIZE_FACTOR_KEY in self.adata_manager.data_registry:
+            size_factor = self.get_from_registry(self.adata, REGISTRY_KEYS.SIZE_FACTOR_KEY)[rows]
+        priors = gene_priors(
+            get_matrix(self.adata, layer)[rows],
+            self.input_scale,
+            n_embed=n_embed,
+            n_modules=n_modules,
+            gene_modules=gene_modules,
+            size_factor=size_factor,
+            seed=settings.seed or 0,
+        )
+        return priors, n_genes
+
+    def _check_genes(self, adata: AnnData) -> None:
+        """Raise if ``adata`` lacks, or orders differently, the genes the model was trained on."""
+        expected = self.adata_manager.get_state_registry(REGISTRY_KEYS.X_KEY).column_names
+        if adata.n_vars == len(expected) and np.array_equal(np.asarray(adata.var_names), np.asarray(expected)):
+            return
+        missing = [g for g in expected if g not in set(adata.var_names)]
+        if missing:
+            raise ValueError(
+                f"The AnnData lacks {len(missing)} of the model's {len(expected)} genes (e.g. {missing[:5]}); "
+                "BioJEPA needs every training gene (add them as zeros if they were not measured)."
+            )
+        raise ValueError(
+            f"The AnnData's genes differ in order or number from the model's ({adata.n_vars} vs {len(expected)}); "
+            "subset and reorder them with `adata = adata[:, model.adata.var_names].copy()`."
+        )
+
+    def _validate_anndata(self, adata: AnnData | None = None, copy_if_view: bool = True) -> AnnData:
+        if isinstance(adata, MuData) and adata is not self.adata:
+            self._validate_mudata(adata)
+        elif adata is not None and adata is not self.adata:
+            self._check_genes(adata)
+            self._check_expression(adata)
+        return super()._validate_anndata(adata, copy_if_view=copy_if_view)
+
+    def _check_expression(self, adata: AnnData) -> None:
+        """Validate ``adata``'s expression as at setup (negative values only where the input was declared log)."""
+        args = self.adata_manager.registry["setup_args"]
+        check_expression(adata, args["layer"], allow_negative=args["input_scale"] == INPUT_SCALES.LOG)
