@@ -84,6 +84,10 @@ class BioJEPA(
     smoothness_weight
         Weight of the optional temporal-consistency regulariser (squared change of latent velocity along a
         sequence); off by default (see the benchmarks page).
+    cross_modal_prob, cross_modal_weight, modality_weight
+        With data registered by :meth:`setup_mudata`: probability that a training step hides a whole modality from
+        the context encoder (cross-modal JEPA), weight of the regression of that partial latent on the full cell's
+        target latent, and weight of the heads that read each non-RNA modality from the stop-gradient latent.
 
     Examples
     --------
@@ -124,7 +128,7 @@ class BioJEPA(
         dynamic_weight: float = 25.0,
         smoothness_weight: float = 0.0,
         cross_modal_prob: float = 0.5,
-        cross_modal_weight: float = 1.0,
+        cross_modal_weight: float = 25.0,
         modality_weight: float = 1.0,
     ):
         super().__init__(adata)

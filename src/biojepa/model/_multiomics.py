@@ -189,6 +189,20 @@ class MultiomicsMixin:
         finally:
             scvi_logger.setLevel(level)
 
+    @torch.inference_mode()
+    def _modality_reference(self, i: int, batch_size: int | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Latents (every modality a cell has) and normalized values of modality ``i`` of the training cells."""
+        start, stop = self.module.modality_offsets[i], self.module.modality_offsets[i + 1]
+        mean, std = self.module.gene_mean[start:stop], self.module.gene_std[start:stop]
+        zs, values = [], []
+        for tensors in self._make_data_loader(adata=self.adata, batch_size=batch_size):
+            inputs = self.module._get_inference_input(tensors)
+            x, present = self.module.normalize_inputs(**inputs)
+            keep = present[:, i]
+            z = self.module.inference(**inputs, masked=False)[MODULE_KEYS.Z]
+            zs.append(z[keep]), values.append(x[keep, start:stop] * std + mean)
+        return torch.cat(zs), torch.cat(values)
+
     def _check_modality_features(self, adata: AnnData, kind: str) -> None:
         mods, _ = self._modality_specs()
         expected = self.adata.mod[mods[kind]].var_names
@@ -214,11 +228,15 @@ class MultiomicsMixin:
         target: Literal["protein", "atac"] = "protein",
         indices: Sequence[int] | None = None,
         batch_size: int | None = None,
+        method: Literal["neighbors", "head"] = "neighbors",
+        n_neighbors: int = 15,
     ) -> AnnData:
         """Predict a modality (e.g. protein) from the others, for cells that may lack it.
 
         Cells are embedded with the ``target`` modality hidden (so the prediction never reads it, even where it
-        was measured) and the modality's head decodes the latent.
+        was measured). ``method="neighbors"`` averages the ``target`` values of the ``n_neighbors`` training cells
+        nearest in the joint latent (training cells embedded with every modality they have; weights 1 / distance);
+        ``method="head"`` decodes the latent with the modality's head.
 
         Parameters
         ----------
@@ -230,6 +248,8 @@ class MultiomicsMixin:
             Cells to predict; ``None``: all.
         batch_size
             Minibatch size.
+        method, n_neighbors
+            Decoding: latent nearest neighbours among the training cells, or the modality head.
 
         Returns
         -------
@@ -262,11 +282,17 @@ class MultiomicsMixin:
         head = self.module.modality_heads[target]
         start, stop = self.module.modality_offsets[i], self.module.modality_offsets[i + 1]
         mean, std = self.module.gene_mean[start:stop], self.module.gene_std[start:stop]
-        out = []
+        if method not in ("neighbors", "head"):
+            raise ValueError(f"`method` must be 'neighbors' or 'head', got {method!r}.")
+        out, latents = [], []
         for tensors in loader:
             inputs = self.module._get_inference_input(tensors)
             z = self.module.inference(**inputs, masked=False, drop=[target])[MODULE_KEYS.Z]
+            latents.append(z)
             out.append((head(z) * std + mean).cpu())
+        if method == "neighbors":
+            ref_z, ref_values = self._modality_reference(i, batch_size)
+            out = [_knn_average(z, ref_z, ref_values, n_neighbors).cpu() for z in latents]
         mods, _ = self._modality_specs()
         names = np.asarray(mdata.obs_names)
         rows = np.arange(len(names)) if indices is None else np.asarray(indices)
@@ -275,3 +301,11 @@ class MultiomicsMixin:
             obs=pd.DataFrame(index=names[rows]),
             var=pd.DataFrame(index=self.adata.mod[mods[target]].var_names.copy()),
         )
+
+
+def _knn_average(z: torch.Tensor, ref_z: torch.Tensor, ref_values: torch.Tensor, k: int) -> torch.Tensor:
+    """Inverse-distance weighted mean of ``ref_values`` over the ``k`` rows of ``ref_z`` nearest each row of ``z``."""
+    dist = torch.cdist(z, ref_z)  # (B, N)
+    d, idx = dist.topk(min(k, ref_z.shape[0]), dim=1, largest=False)
+    w = 1.0 / d.clamp(min=1e-6)
+    return (ref_values[idx] * w[..., None]).sum(1) / w.sum(1, keepdim=True)

@@ -146,7 +146,7 @@ class BioJEPAModule(ModalityMixin, TaskSamplesMixin, BaseModuleClass):
         coupling_epsilon: float = 0.05,
         modalities: Sequence | None = None,
         cross_modal_prob: float = 0.5,
-        cross_modal_weight: float = 1.0,
+        cross_modal_weight: float = 25.0,
         modality_weight: float = 1.0,
     ):
         super().__init__()

@@ -112,8 +112,12 @@ class ModalityMixin:
             cross = masked_mse(z, target_z.detach(), rows)
         heads = z.sum() * 0.0
         x = inference_outputs[MODULE_KEYS.X_NORM]
+        hidden = int(inference_outputs[MODULE_KEYS.CROSS]) if MODULE_KEYS.CROSS in inference_outputs else -1
         for kind, pred in generative_outputs.get(MODULE_KEYS.MODALITY_PRED, {}).items():
             i = self.modality_index(kind)
             start, stop = self.modality_offsets[i], self.modality_offsets[i + 1]
             heads = heads + masked_mse(pred, x[:, start:stop], present[:, i])
+            if i == hidden:  # also read the modality from a latent that never saw it, as at prediction time
+                from_others = self.modality_heads[kind](z.detach())
+                heads = heads + masked_mse(from_others, x[:, start:stop], present[:, i])
         return {"cross": cross, "heads": heads}
