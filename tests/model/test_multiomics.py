@@ -299,6 +299,23 @@ def test_predict_protein_from_rna(citeseq):
     np.testing.assert_allclose(sub.X, pred.X[[7, 2, 30]], rtol=1e-5, atol=1e-5)
 
 
+def test_predict_modality_decodings(citeseq):
+    model, mdata = citeseq
+    rna = mdata["rna"].copy()
+    truth = _clr(mdata["adt"].X)
+    near = model.predict_modality(rna, n_neighbors=5).X
+    # neighbours: a weighted mean of training cells' values, so inside their range protein by protein
+    assert (near >= truth.min(0) - 1e-4).all() and (near <= truth.max(0) + 1e-4).all()
+    one = model.predict_modality(rna, n_neighbors=1).X
+    assert all(any(np.allclose(row, t, atol=1e-4) for t in truth) for row in one[:10])  # a training cell's values
+    head = model.predict_modality(rna, method="head").X
+    assert head.shape == near.shape and not np.allclose(head, near)
+    cors = [np.corrcoef(head[:, j], truth[:, j])[0, 1] for j in range(truth.shape[1])]
+    assert np.nanmean(cors) > 0.25
+    with pytest.raises(ValueError, match="method"):
+        model.predict_modality(rna, method="linear")
+
+
 def test_predict_modality_never_reads_the_target(citeseq):
     model, mdata = citeseq
     from_mudata = model.predict_modality(mdata)
