@@ -116,6 +116,8 @@ _README_LINKS = {
     "[Perturbation prediction](tutorials/perturbation.ipynb)": (
         "{doc}`Perturbation prediction <tutorials/perturbation>`"
     ),
+    "[Time courses](tutorials/timecourse.ipynb)": "{doc}`Time courses <tutorials/timecourse>`",
+    "[Multi-omics](tutorials/multiomics.ipynb)": "{doc}`Multi-omics <tutorials/multiomics>`",
 }
 
 

@@ -12,7 +12,7 @@ import torch
 class Sequences:
     """Cells arranged as sequences, each ordered by time.
 
-    Attributes
+    Parameters
     ----------
     cells
         ``(N,)`` index of each token's cell (a cell may appear in several population chains).

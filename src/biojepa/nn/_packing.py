@@ -14,7 +14,7 @@ from ._encoder import Block, _rotate
 class Segment:
     """Samples of one kind, their tokens concatenated.
 
-    Attributes
+    Parameters
     ----------
     tokens
         ``(N, dim)`` tokens of every sample, sample after sample.
@@ -34,7 +34,7 @@ class Segment:
 class PackedLayout:
     """Where each sample's tokens sit once packed into ``rows`` rows of ``capacity`` slots.
 
-    Attributes
+    Parameters
     ----------
     rows, capacity
         Shape of the packed sequence.
