@@ -18,7 +18,14 @@ _COVARIATE_ARGS = ("batch_key", "categorical_covariate_keys", "continuous_covari
 
 
 class Modality(NamedTuple):
-    """One registered modality: its kind (``"rna"``, ``"protein"``, ``"atac"``), input scale and feature count."""
+    """One registered modality: its kind (``"rna"``, ``"protein"``, ``"atac"``), input scale and feature count.
+
+    Examples
+    --------
+    >>> from biojepa.data import Modality
+    >>> Modality("protein", "counts", 49).n_features
+    49
+    """
 
     kind: str
     input_scale: str
@@ -94,6 +101,14 @@ def check_modality(adata, layer: str | None, name: str, input_scale: str = INPUT
 
     Cells with no counts are allowed except in RNA (``kind``); so are negative values, which mark normalized input
     (e.g. CLR protein), except in RNA where ``input_scale="log"`` must say so.
+
+    Examples
+    --------
+    >>> import numpy as np, anndata as ad
+    >>> from biojepa.data import check_modality
+    >>> adt = ad.AnnData(np.array([[3.0, 1.0], [np.nan, np.nan]]))  # the second cell has no protein
+    >>> check_modality(adt, None, "adt", kind="protein")
+    'counts'
     """
     X = get_matrix(adata, layer)
     present = present_rows(X)
@@ -139,6 +154,17 @@ def modality_priors(
 
     Each modality gets its own co-expression modules (``n_modules`` for RNA, default ``min(16, max(2, G // 8))``;
     ``min(8, max(2, P // 6))`` for the others) and standardization statistics, computed on its measured cells.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from biojepa.data import Modality, modality_priors
+    >>> rng = np.random.default_rng(0)
+    >>> rna, adt = rng.poisson(2.0, (50, 16)).astype(float), rng.poisson(9.0, (50, 6)).astype(float)
+    >>> mods = [Modality("rna", "counts", 16), Modality("protein", "counts", 6)]
+    >>> priors = modality_priors([rna, adt], mods, n_embed=4, n_modules=2, seed=0)
+    >>> priors.gene_mean.shape, priors.module_index.shape[0]  # 2 RNA modules + 2 protein modules
+    ((22,), 4)
     """
     means, stds, loadings, indices, offset = [], [], [], [], 0
     for X, mod in zip(matrices, modalities, strict=True):

@@ -18,6 +18,14 @@ class Sequences:
         ``(N,)`` index of each token's cell (a cell may appear in several population chains).
     lengths
         ``(S,)`` number of time points of each sequence (``lengths.sum() == N``).
+
+    Examples
+    --------
+    >>> import torch
+    >>> from biojepa.data import Sequences
+    >>> seq = Sequences(torch.tensor([4, 0, 2, 1, 3]), torch.tensor([2, 3]))
+    >>> seq.sequence_of_token().tolist(), seq.first_token().tolist()
+    ([0, 0, 1, 1, 1], [0, 2])
     """
 
     cells: torch.Tensor

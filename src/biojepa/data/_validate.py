@@ -121,7 +121,18 @@ def check_continuous(adata: AnnData, keys: list[str] | None) -> None:
 
 
 def check_time(adata: AnnData, time_key: str) -> None:
-    """Raise unless ``adata.obs[time_key]`` is numeric and finite for every observation."""
+    """Raise unless ``adata.obs[time_key]`` is numeric and finite for every observation.
+
+    Examples
+    --------
+    >>> import anndata as ad, numpy as np, pandas as pd
+    >>> from biojepa.data import check_time
+    >>> adata = ad.AnnData(np.ones((2, 1)), obs=pd.DataFrame({"day": ["d0", "d1"]}, index=["a", "b"]))
+    >>> check_time(adata, "day")
+    Traceback (most recent call last):
+    ...
+    ValueError: `time_key`: adata.obs['day'] has dtype object, not numbers; convert it, e.g. ...
+    """
     col = adata.obs[time_key]
     if pd.api.types.is_bool_dtype(col) or not pd.api.types.is_numeric_dtype(col):
         raise ValueError(

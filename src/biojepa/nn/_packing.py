@@ -23,6 +23,14 @@ class Segment:
     positions
         ``(N,)`` position of each token within its sample (time or order; RoPE reads it), starting at 0 in
         each sample. ``None``: every token at position 0 (a set, no order).
+
+    Examples
+    --------
+    >>> import torch
+    >>> from biojepa.nn import Segment
+    >>> seg = Segment(torch.randn(5, 8), torch.tensor([2, 3]), torch.tensor([0.0, 1.0, 0.0, 0.5, 2.0]))
+    >>> int(seg.lengths.sum()) == seg.tokens.shape[0]
+    True
     """
 
     tokens: torch.Tensor
@@ -44,6 +52,14 @@ class PackedLayout:
         ``(rows, capacity)`` sample of each slot, ``-1`` for the unused tail of a row.
     single
         True when every row holds exactly one sample and no slot is empty (plain batching; no mask needed).
+
+    Examples
+    --------
+    >>> import torch
+    >>> from biojepa.nn import pack
+    >>> layout = pack(torch.tensor([2, 1]), capacity=3)
+    >>> layout.attention_mask()[0, 0].int().tolist()  # samples 0 and 1 share the row, never each other
+    [[1, 1, 0], [1, 1, 0], [0, 0, 1]]
     """
 
     rows: int
