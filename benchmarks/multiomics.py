@@ -488,7 +488,7 @@ def main(argv=None) -> None:
         text_parts += [
             "## Multiome smoke test (toy RNA + ATAC, ATAC from RNA)",
             "",
-            f"Mean per-peak Pearson r vs log1p ATAC counts of 200 held-out cells; BioJEPA {args.smoke_epochs} epochs.",
+            f"Mean per-peak Pearson r vs log1p-CP10k ATAC of 200 held-out cells; BioJEPA {args.smoke_epochs} epochs.",
             "",
             summarize(pd.DataFrame(smoke_rows), SMOKE_METRICS),
             "",
