@@ -66,8 +66,11 @@ def test_pack_layout_docstring_example():
 def test_pack_random_lengths(seed):
     rng = np.random.default_rng(seed)
     lengths = rng.integers(1, 9, size=int(rng.integers(1, 30)))
-    _check_layout(lengths)
-    _check_layout(lengths, capacity=int(lengths.max()) + 5)
+    for capacity in (None, int(lengths.max()) + 5):
+        layout = _check_layout(lengths, capacity=capacity)
+        assert layout.capacity == (capacity or int(lengths.max()))
+        assert int((layout.sample_id >= 0).sum()) == int(lengths.sum())  # every token placed, once
+        assert layout.rows >= -(-int(lengths.sum()) // layout.capacity)  # no row over capacity
 
 
 def test_equal_lengths_are_plain_batching():

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 from anndata import AnnData
 from mudata import MuData
@@ -15,6 +17,16 @@ _MAX_CELLS_FOR_GENE_STATS = 10_000
 
 class InputsMixin:
     """Validation of query data and the gene priors the module is built from."""
+
+    def _validate_internal(self, data):
+        """Register an internal copy built from the user's data (scvi's "transferring setup" note is muted)."""
+        scvi_logger = logging.getLogger("scvi")
+        level = scvi_logger.level
+        scvi_logger.setLevel(logging.WARNING)
+        try:
+            return self._validate_anndata(data)
+        finally:
+            scvi_logger.setLevel(level)
 
     def _gene_priors(self, n_embed: int, n_modules: int | None, gene_modules):
         """Input scale, gene statistics, loadings and modules of the registered AnnData."""

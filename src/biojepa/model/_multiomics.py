@@ -181,13 +181,7 @@ class MultiomicsMixin:
             mdata.obs[key] = adata.obs[key].to_numpy()
         if layers["rna"] is not None:
             mdata.mod[mods["rna"]].layers[layers["rna"]] = mdata.mod[mods["rna"]].X
-        scvi_logger = logging.getLogger("scvi")
-        level = scvi_logger.level
-        scvi_logger.setLevel(logging.WARNING)  # the "transferring setup" note is about this internal copy
-        try:
-            return self._validate_anndata(mdata)
-        finally:
-            scvi_logger.setLevel(level)
+        return self._validate_internal(mdata)
 
     @torch.inference_mode()
     def _modality_reference(self, i: int, batch_size: int | None) -> tuple[torch.Tensor, torch.Tensor]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Mapping
 
 import numpy as np
@@ -101,13 +100,7 @@ class ReferenceMixin:
         X = get_matrix(adata, layer)[rows]
         view = AnnData(X=X if layer is None else None, obs=obs, layers=None if layer is None else {layer: X})
         view.var_names = adata.var_names.copy()
-        scvi_logger = logging.getLogger("scvi")
-        level = scvi_logger.level
-        scvi_logger.setLevel(logging.WARNING)  # the "transferring setup" note is about this internal copy
-        try:
-            return self._validate_anndata(view)
-        finally:
-            scvi_logger.setLevel(level)
+        return self._validate_internal(view)
 
     def _reference(
         self, adata: AnnData, covariates: Mapping | None
