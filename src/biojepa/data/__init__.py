@@ -17,6 +17,7 @@ from ._genes import (
     normalize_expression,
     sample_rows,
 )
+from ._loading import BlockDataset, BlockSampler, row_runs
 from ._modalities import (
     MODALITY_LAYERS,
     Modality,
@@ -26,6 +27,7 @@ from ._modalities import (
     normalize_modality,
     present_rows,
 )
+from ._ondisk import write_shuffled_h5ad
 from ._perturbation import (
     PerturbationTables,
     check_perturbation_setup,
@@ -57,6 +59,10 @@ __all__ = [
     "modality_priors",
     "normalize_modality",
     "present_rows",
+    "BlockDataset",
+    "BlockSampler",
+    "row_runs",
+    "write_shuffled_h5ad",
     "PerturbationTables",
     "check_perturbation_setup",
     "ordered_genes",

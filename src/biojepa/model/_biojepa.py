@@ -19,6 +19,7 @@ from scvi.data.fields import (
     NumericalObsField,
 )
 from scvi.model.base import BaseModelClass, UnsupervisedTrainingMixin
+from scvi.utils import track
 
 from .._constants import EXTRA_KEYS, INPUT_SCALES, MODULE_KEYS
 from ..data import (
@@ -33,13 +34,20 @@ from ..train import BioJEPATrainingPlan
 from ._inputs import InputsMixin
 from ._multiomics import MultiomicsMixin
 from ._perturbation import PerturbationMixin
+from ._training import TrainingMixin
 from ._trajectory import TrajectoryMixin
 
 logger = logging.getLogger(__name__)
 
 
 class BioJEPA(
-    InputsMixin, MultiomicsMixin, TrajectoryMixin, PerturbationMixin, UnsupervisedTrainingMixin, BaseModelClass
+    InputsMixin,
+    MultiomicsMixin,
+    TrajectoryMixin,
+    PerturbationMixin,
+    TrainingMixin,
+    UnsupervisedTrainingMixin,
+    BaseModelClass,
 ):
     """Joint Embedding Predictive Architecture for single-cell expression :cite:p:`assran2023ijepa`.
 
@@ -330,51 +338,6 @@ class BioJEPA(
         adata_manager.register_fields(adata, **kwargs)
         cls.register_manager(adata_manager)
 
-    def train(
-        self,
-        max_epochs: int | None = None,
-        batch_size: int = 128,
-        early_stopping: bool = False,
-        plan_kwargs: dict | None = None,
-        **kwargs,
-    ):
-        """Train with scvi-tools' runner and Lightning (progress bar, devices, checkpoints).
-
-        Parameters
-        ----------
-        max_epochs
-            Number of epochs; ``None`` uses :func:`scvi.model.get_max_epochs_heuristic`.
-        batch_size
-            Minibatch size.
-        early_stopping
-            Stop when ``validation_loss`` stops improving (validation then runs every epoch).
-        plan_kwargs
-            Keyword arguments of :class:`~biojepa.train.BioJEPATrainingPlan` (``ema_momentum``, ``lr``, ...).
-        **kwargs
-            Other keyword arguments of :meth:`scvi.model.base.UnsupervisedTrainingMixin.train` and of
-            :class:`lightning.pytorch.Trainer` (e.g. ``train_size``, ``accelerator``, ``check_val_every_n_epoch``).
-
-        Examples
-        --------
-        >>> import scvi, biojepa as bj
-        >>> adata = scvi.data.synthetic_iid()
-        >>> bj.BioJEPA.setup_anndata(adata)
-        >>> model = bj.BioJEPA(adata, n_latent=8)
-        >>> model.train(max_epochs=2, batch_size=64, enable_progress_bar=False)
-        >>> "jepa_loss_train" in model.history
-        True
-        """
-        if early_stopping:
-            kwargs.setdefault("early_stopping_monitor", "validation_loss")
-            kwargs.setdefault("check_val_every_n_epoch", 1)
-        return super().train(
-            max_epochs=max_epochs,
-            batch_size=batch_size,
-            early_stopping=early_stopping,
-            plan_kwargs=plan_kwargs,
-            **kwargs,
-        )
-
     @torch.inference_mode()
     def get_latent_representation(
         self,
@@ -382,8 +345,12 @@ class BioJEPA(
         indices: Sequence[int] | None = None,
         batch_size: int | None = None,
         key_added: str | None = None,
+        progress_bar: bool | None = None,
     ) -> np.ndarray:
         """Embed cells with the context encoder seeing every gene module.
+
+        Cells stream through in minibatches (a backed AnnData is read a slice of rows at a time and never
+        densified as a whole), so memory holds one minibatch and the ``(n_cells, n_latent)`` result.
 
         Parameters
         ----------
@@ -395,6 +362,8 @@ class BioJEPA(
             Minibatch size; ``None`` uses ``scvi.settings.batch_size``.
         key_added
             If given, also store the latent in ``adata.obsm[key_added]`` (requires ``indices=None``).
+        progress_bar
+            Show a progress bar; ``None`` shows one from 100 minibatches on.
 
         Returns
         -------
@@ -420,11 +389,14 @@ class BioJEPA(
             raise ValueError("`key_added` stores a latent for every cell; pass `indices=None` with it.")
         loader = self._make_data_loader(adata=adata, indices=indices, batch_size=batch_size)
         self.module.eval()
-        latents = []
-        for tensors in loader:
+        z = np.empty((len(loader.dataset), self.module.n_latent), dtype=np.float32)
+        start = 0
+        show = len(loader) >= 100 if progress_bar is None else progress_bar
+        for tensors in track(loader, description="Embedding cells", disable=not show):
             inputs = self.module._get_inference_input(tensors)
-            latents.append(self.module.inference(**inputs, masked=False)[MODULE_KEYS.Z].cpu())
-        z = torch.cat(latents).numpy()
+            latent = self.module.inference(**inputs, masked=False)[MODULE_KEYS.Z].cpu().numpy()
+            z[start : start + len(latent)] = latent
+            start += len(latent)
         if key_added is not None:
             owner.obsm[key_added] = z
         return z

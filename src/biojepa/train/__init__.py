@@ -1,5 +1,6 @@
-"""Training plan of BioJEPA."""
+"""Training plan and data splitter of BioJEPA."""
 
 from ._plan import BioJEPATrainingPlan
+from ._splitter import BioJEPADataSplitter
 
-__all__ = ["BioJEPATrainingPlan"]
+__all__ = ["BioJEPADataSplitter", "BioJEPATrainingPlan"]

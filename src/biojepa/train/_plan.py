@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from inspect import signature
 
+import torch
 from scvi.train import TrainingPlan
 
 from .._constants import LOSS_KEYS
@@ -73,16 +74,21 @@ class BioJEPATrainingPlan(TrainingPlan):
         )
 
     def compute_and_log_metrics(self, loss_output, metrics, mode: str) -> None:
-        """Log the loss terms of :class:`~scvi.module.base.LossOutput`'s ``extra_metrics`` per epoch."""
-        for key, value in loss_output.extra_metrics.items():
-            self.log(
-                f"{key}_{mode}",
-                value,
-                on_step=False,
-                on_epoch=True,
-                batch_size=loss_output.n_obs_minibatch,
-                sync_dist=self.use_sync_dist,
-            )
+        """Log the loss terms of :class:`~scvi.module.base.LossOutput`'s ``extra_metrics`` per epoch.
+
+        Logged under ``no_grad`` rather than scvi-tools' ``inference_mode``: under DDP the epoch-end sync of these
+        metrics updates them in place, which inference tensors forbid (gloo).
+        """
+        with torch.no_grad():
+            for key, value in loss_output.extra_metrics.items():
+                self.log(
+                    f"{key}_{mode}",
+                    value.detach() if isinstance(value, torch.Tensor) else value,
+                    on_step=False,
+                    on_epoch=True,
+                    batch_size=loss_output.n_obs_minibatch,
+                    sync_dist=self.use_sync_dist,
+                )
 
     def on_train_start(self) -> None:
         """Fix the length of the momentum schedule to the run's number of optimizer steps."""
@@ -92,4 +98,4 @@ class BioJEPATrainingPlan(TrainingPlan):
         """EMA update of the target encoder, once per optimizer step."""
         momentum = momentum_schedule(self.global_step, self._total_steps, *self.ema_momentum)
         self.module.update_target(momentum)
-        self.log(LOSS_KEYS.MOMENTUM, momentum, on_step=False, on_epoch=True)
+        self.log(LOSS_KEYS.MOMENTUM, momentum, on_step=False, on_epoch=True, sync_dist=self.use_sync_dist)
