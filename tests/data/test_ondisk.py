@@ -55,6 +55,9 @@ def test_round_trip_from_path(src, tmp_path):
 
     res = ad.read_h5ad(out)
     assert sparse.issparse(res.X) and res.X.format == "csr" and res.X.dtype == np.float32
+    # one index dtype, else scipy copies all indices on every row selection of the loaded matrix
+    assert res.X.indptr.dtype == res.X.indices.dtype == np.int32
+    assert res.layers["counts"].indptr.dtype == res.layers["counts"].indices.dtype == np.int32
     assert np.array_equal(res.X.toarray(), adata.X.toarray()[order])
     assert sparse.issparse(res.layers["counts"]) and res.layers["counts"].format == "csr"
     assert np.array_equal(res.layers["counts"].toarray(), adata.layers["counts"].toarray()[order])

@@ -182,6 +182,7 @@ def write_shuffled_h5ad(
 
         rng = np.random.default_rng(seed)
         order = np.empty(n_obs, dtype=np.int64)
+        total_nnz = [0] * len(readers)
         # The output is written inside a fresh hidden directory next to it, then renamed into place.
         staging = Path(tempfile.mkdtemp(prefix=f".{output.name}.", suffix=".tmp", dir=output.parent))
         tmp_output = staging / output.name
@@ -198,6 +199,7 @@ def write_shuffled_h5ad(
                         _append(bf.require_group(f"rows/{b}"), "ids", start + by_bucket[bounds[b] : bounds[b + 1]])
                     for j, (read, _) in enumerate(readers.values()):
                         chunk = read(start, stop)
+                        total_nnz[j] += chunk.nnz
                         for b in filled:
                             piece = chunk[by_bucket[bounds[b] : bounds[b + 1]]]
                             group = bf.require_group(f"m{j}/{b}")
@@ -218,16 +220,23 @@ def write_shuffled_h5ad(
                         order[pos : pos + len(ids)] = ids[perm]
                         pos += len(ids)
                         for j, (key, (_, dtype)) in enumerate(readers.items()):
+                            # One index dtype for indptr and indices (int32 while it fits), as scipy wants it:
+                            # with mixed dtypes, every row selection of the loaded matrix copies all its indices.
+                            index_dtype = np.int32 if max(total_nnz[j], n_vars) < np.iinfo(np.int32).max else np.int64
                             group = bf[f"m{j}/{b}"]
                             indptr = np.concatenate([[0], np.cumsum(group["nnz"][:], dtype=np.int64)])
                             mat = sparse.csr_matrix(
-                                (group["data"][:].astype(dtype, copy=False), group["indices"][:], indptr),
+                                (
+                                    group["data"][:].astype(dtype, copy=False),
+                                    group["indices"][:].astype(index_dtype, copy=False),
+                                    indptr.astype(index_dtype),
+                                ),
                                 shape=(len(ids), n_vars),
                             )[perm]
                             if key in out:
                                 sparse_dataset(out[key]).append(mat)
                             else:
-                                write_elem(out, key, mat, dataset_kwargs={"indptr_dtype": np.int64})
+                                write_elem(out, key, mat, dataset_kwargs={"indptr_dtype": index_dtype})
 
                     uns = {**uns, "biojepa_shuffle": {"seed": seed}}
                     obsm = {k: _permute_obs_aligned(v, order) for k, v in obsm.items()}

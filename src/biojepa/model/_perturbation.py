@@ -8,12 +8,10 @@ import numpy as np
 import pandas as pd
 import torch
 from anndata import AnnData
-from scipy import sparse
-from scvi import REGISTRY_KEYS
 
 from .._constants import EXTRA_KEYS, INPUT_SCALES
 from .._perturbations import canonical_label, parse_perturbation
-from ..data import get_matrix, perturbation_tables
+from ..data import perturbation_tables
 from ._reference import Genes, ReferenceMixin
 
 
@@ -128,19 +126,15 @@ class PerturbationMixin(ReferenceMixin):
                 with torch.inference_mode():
                     decoded = (head(zc + shift).mean(0) - head(zc + base).mean(0)).cpu().numpy()
                 d_log = anchor_delta + decoded * std
-            log_ctrl = prof["log_ctrl"]
-            if self.input_scale == INPUT_SCALES.COUNTS:
-                counts = get_matrix(adata, args["layer"])[group.control]
-                counts = counts.toarray() if sparse.issparse(counts) else np.asarray(counts)
-                lib = np.maximum(counts.sum(1), 1e-8)
-                if REGISTRY_KEYS.SIZE_FACTOR_KEY in self.adata_manager.data_registry:
-                    lib = np.asarray(
-                        self.get_from_registry(adata, REGISTRY_KEYS.SIZE_FACTOR_KEY)[group.control]
-                    ).ravel()
-                x = (np.maximum(np.expm1(log_ctrl + d_log), 0.0) * lib[:, None] / 1e4).mean(0)
-                X.append(x), delta.append(x - counts.mean(0))
+            if self.input_scale == INPUT_SCALES.COUNTS:  # mean over control cells of their counts moved by d_log
+                x, counts = np.zeros(adata.n_vars), np.zeros(adata.n_vars)
+                for log, raw, lib in self._row_chunks(adata, group.control):
+                    x += (np.maximum(np.expm1(log + d_log), 0.0) * lib[:, None] / 1e4).sum(0)
+                    counts += raw.sum(0, dtype=np.float64)
+                x, counts = x / len(group.control), counts / len(group.control)
+                X.append(x), delta.append(x - counts)
             else:
-                X.append(log_ctrl.mean(0) + d_log), delta.append(d_log)
+                X.append(prof["log_ctrl_mean"] + d_log), delta.append(d_log)
             latents.append(prof["z0"] + shift.cpu().numpy()[0])
             obs.append((label, *group.values))
         pred = AnnData(

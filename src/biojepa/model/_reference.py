@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 import torch
 from anndata import AnnData
+from scipy import sparse
 from scvi import REGISTRY_KEYS
 
 from .._constants import EXTRA_KEYS
@@ -25,6 +26,7 @@ from ..data import (
 )
 
 Genes = tuple[str, ...]
+_CHUNK = 10_000  # rows densified at a time
 
 
 class ReferenceMixin:
@@ -58,6 +60,30 @@ class ReferenceMixin:
             )
             out.append(self.module.target_encoder(x)[1].cpu())
         return torch.cat(out).numpy() if out else np.zeros((0, self.module.n_latent), np.float32)
+
+    def _row_chunks(self, adata: AnnData, rows: np.ndarray):
+        """Yield ``(log1p-normalized expression, raw values, library sizes)`` of ``rows`` in chunks of rows.
+
+        Dense arrays of at most ``_CHUNK`` rows, so that large groups of cells are never densified at once.
+        """
+        layer = self.adata_manager.registry["setup_args"]["layer"]
+        rows = np.asarray(rows)
+        for start in range(0, len(rows), _CHUNK):
+            chunk = rows[start : start + _CHUNK]
+            raw = get_matrix(adata, layer)[chunk]
+            raw = raw.toarray() if sparse.issparse(raw) else np.asarray(raw)
+            size_factor = None
+            if REGISTRY_KEYS.SIZE_FACTOR_KEY in self.adata_manager.data_registry:
+                size_factor = np.asarray(self.get_from_registry(adata, REGISTRY_KEYS.SIZE_FACTOR_KEY)[chunk]).ravel()
+            lib = np.maximum(raw.sum(1), 1e-8) if size_factor is None else size_factor
+            yield normalize_expression(raw, self.input_scale, size_factor), raw, lib
+
+    def _mean_log_expression(self, adata: AnnData, rows: np.ndarray) -> np.ndarray:
+        """Mean log1p-normalized expression of ``rows``, accumulated chunk by chunk."""
+        total = np.zeros(adata.n_vars)
+        for log, _, _ in self._row_chunks(adata, rows):
+            total += log.sum(0, dtype=np.float64)
+        return total / max(len(rows), 1)
 
     def _log_expression(self, adata: AnnData, rows: np.ndarray) -> np.ndarray:
         """Dense log1p-normalized expression of ``rows`` (the model's scale before standardization)."""
@@ -168,18 +194,17 @@ class ReferenceMixin:
     def _profile(self, adata: AnnData, group: CovariateGroup, n_control_cells: int, seed: int) -> dict:
         """Control latents/expression of a group and the observed latent and log-expression shift of its singles.
 
-        ``temperature`` is the kernel temperature of :func:`_kernel_weights` chosen by leave-one-out over the
-        group's singles.
+        Expression is averaged chunk by chunk (:meth:`_row_chunks`). ``temperature`` is the kernel temperature of
+        :func:`_kernel_weights` chosen by leave-one-out over the group's singles.
         """
         ctrl = group.control
         if ctrl.size > n_control_cells:
             ctrl = np.sort(np.random.default_rng(seed).choice(ctrl, n_control_cells, replace=False))
         z_ctrl = self._target_latent(adata, ctrl)
         z0 = z_ctrl.mean(0)
-        log_ctrl = self._log_expression(adata, group.control)
-        ctrl_mean = log_ctrl.mean(0)
+        ctrl_mean = self._mean_log_expression(adata, group.control)
         singles = {
-            gene: (self._target_latent(adata, rows).mean(0) - z0, self._log_expression(adata, rows).mean(0) - ctrl_mean)
+            gene: (self._target_latent(adata, rows).mean(0) - z0, self._mean_log_expression(adata, rows) - ctrl_mean)
             for gene, rows in group.singles.items()
         }
         shifts = np.array([v[0] for v in singles.values()]).reshape(len(singles), -1)
@@ -187,7 +212,7 @@ class ReferenceMixin:
         return {
             "z_ctrl": z_ctrl,
             "z0": z0,
-            "log_ctrl": log_ctrl,
+            "log_ctrl_mean": ctrl_mean,
             "singles": singles,
             "shifts": shifts,
             "deltas": deltas,
