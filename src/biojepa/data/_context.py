@@ -26,13 +26,36 @@ def interaction_shrinkage(group) -> float:
 
     Only such combinations separate an interaction from the members' own effects; without them the learned
     interaction is not identified by the data and the prediction stays additive.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from biojepa.data import CovariateGroup, interaction_shrinkage
+    >>> group = CovariateGroup(("k562",), control=np.array([0]))
+    >>> group.singles["A"], group.combinations = np.array([1]), [("A", "B")]
+    >>> interaction_shrinkage(group)  # B never observed alone: the interaction is not identified
+    0.0
+    >>> group.singles["B"] = np.array([2])
+    >>> round(interaction_shrinkage(group), 3)  # 1 / (1 + 10)
+    0.091
     """
     n = sum(all(g in group.singles for g in genes) for genes in group.combinations)
     return n / (n + INTERACTION_PRIOR)
 
 
 def kernel_weights(query: np.ndarray, shifts: np.ndarray, temperature: float) -> np.ndarray:
-    r"""Weights :math:`w_j \propto \exp(\cos(q, s_j) / \tau)` over shifts (uniform if :math:`\tau = \infty`)."""
+    r"""Weights :math:`w_j \propto \exp(\cos(q, s_j) / \tau)` over shifts (uniform if :math:`\tau = \infty`).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from biojepa.data import kernel_weights
+    >>> query, shifts = np.array([1.0, 0.0]), np.array([[2.0, 0.0], [0.0, 1.0]])
+    >>> [round(float(w), 3) for w in kernel_weights(query, shifts, 1.0)]  # cosines 1 and 0
+    [0.731, 0.269]
+    >>> kernel_weights(query, shifts, np.inf).tolist()
+    [0.5, 0.5]
+    """
     if not np.isfinite(temperature):
         return np.full(len(shifts), 1.0 / len(shifts))
     norms = np.linalg.norm(shifts, axis=1) * max(np.linalg.norm(query), 1e-12)
@@ -46,6 +69,16 @@ def loo_temperature(shifts: np.ndarray, deltas: np.ndarray) -> float:
 
     With fewer than 3 singles, or when similarity in latent space does not help, this is ``inf``: every gene not
     observed alone gets the mean change of the observed singles (the train-mean baseline).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from biojepa.data import loo_temperature
+    >>> shifts = np.array([[1.0, 0.0], [1.0, 0.1], [0.0, 1.0], [0.1, 1.0]])
+    >>> loo_temperature(shifts, np.array([[1.0], [1.0], [-1.0], [-1.0]]))  # similar shifts, similar changes
+    0.05
+    >>> loo_temperature(shifts, np.array([[1.0], [-1.0], [1.0], [-1.0]]))  # similarity does not help
+    inf
     """
     n = len(shifts)
     if n < 3:
@@ -62,7 +95,17 @@ def loo_temperature(shifts: np.ndarray, deltas: np.ndarray) -> float:
 
 
 class CovariateGroup:
-    """Cells of one covariate group in the reference AnnData, with everything predictions need."""
+    """Cells of one covariate group in the reference AnnData, with everything predictions need.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from biojepa.data import CovariateGroup
+    >>> group = CovariateGroup(("k562",), control=np.array([0, 3]))
+    >>> group.singles["A"] = np.array([1, 2])
+    >>> group.values, group.control.tolist(), sorted(group.singles), group.combinations
+    (('k562',), [0, 3], ['A'], [])
+    """
 
     def __init__(self, values: tuple, control: np.ndarray):
         self.values, self.control = values, control
@@ -126,7 +169,21 @@ def covariate_groups(
 
 
 def select_groups(groups: list[tuple], cov_keys: list[str], covariates: Mapping | None) -> list[tuple]:
-    """Covariate-value tuples of ``groups`` matching ``covariates`` (all for ``None``); errors name the value."""
+    """Covariate-value tuples of ``groups`` matching ``covariates`` (all for ``None``); errors name the value.
+
+    Examples
+    --------
+    >>> from biojepa.data import select_groups
+    >>> groups = [("k562", "d1"), ("hepg2", "d1"), ("k562", "d2")]
+    >>> select_groups(groups, ["line", "day"], None)
+    [('hepg2', 'd1'), ('k562', 'd1'), ('k562', 'd2')]
+    >>> select_groups(groups, ["line", "day"], {"line": "k562"})
+    [('k562', 'd1'), ('k562', 'd2')]
+    >>> select_groups(groups, ["line", "day"], {"line": "jurkat"})
+    Traceback (most recent call last):
+    ...
+    KeyError: "No control cells with line='jurkat' in the AnnData; values with controls: ['hepg2', 'k562']."
+    """
     if not groups:
         raise ValueError("The AnnData has no control cells; predictions start from the control population.")
     if covariates is None:

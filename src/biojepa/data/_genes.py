@@ -16,7 +16,19 @@ from .._constants import INPUT_SCALES
 
 
 def normalize_expression(X, input_scale: str, size_factor: np.ndarray | None = None, target_sum: float = 1e4):
-    """Numpy twin of the module's normalization: counts → ``log1p(x / library * target_sum)``; log unchanged."""
+    """Numpy twin of the module's normalization: counts → ``log1p(x / library * target_sum)``; log unchanged.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from biojepa.data import normalize_expression
+    >>> X = np.array([[1, 3], [0, 2]])
+    >>> out = normalize_expression(X, "counts", target_sum=4)  # log1p(x / library * 4)
+    >>> [[round(float(v), 3) for v in row] for row in out]
+    [[0.693, 1.386], [0.0, 1.609]]
+    >>> normalize_expression(X, "log").tolist()  # log scale: only cast to float32
+    [[1.0, 3.0], [0.0, 2.0]]
+    """
     X = X.toarray() if sparse.issparse(X) else np.asarray(X)
     X = X.astype(np.float32)
     if input_scale == INPUT_SCALES.COUNTS:
@@ -26,14 +38,34 @@ def normalize_expression(X, input_scale: str, size_factor: np.ndarray | None = N
 
 
 def sample_rows(n_obs: int, max_cells: int, seed: int) -> np.ndarray:
-    """Sorted indices of at most ``max_cells`` rows drawn without replacement."""
+    """Sorted indices of at most ``max_cells`` rows drawn without replacement.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from biojepa.data import sample_rows
+    >>> sample_rows(4, max_cells=10, seed=0).tolist()  # few enough rows: all of them
+    [0, 1, 2, 3]
+    >>> rows = sample_rows(100, max_cells=5, seed=0)
+    >>> len(rows), bool(np.all(np.diff(rows) > 0))
+    (5, True)
+    """
     if n_obs <= max_cells:
         return np.arange(n_obs)
     return np.sort(np.random.default_rng(seed).choice(n_obs, max_cells, replace=False))
 
 
 def gene_statistics(X_log: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Mean and standard deviation (floored at 1e-2) per gene of normalized expression."""
+    """Mean and standard deviation (floored at 1e-2) per gene of normalized expression.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from biojepa.data import gene_statistics
+    >>> mean, std = gene_statistics(np.array([[0.0, 1.0], [2.0, 1.0]], dtype=np.float32))
+    >>> mean.tolist(), [round(float(s), 3) for s in std]  # the constant gene's std is floored
+    ([1.0, 1.0], [1.0, 0.01])
+    """
     mean = X_log.mean(0, dtype=np.float64)
     std = np.maximum(X_log.std(0, dtype=np.float64), 1e-2)
     return mean.astype(np.float32), std.astype(np.float32)
@@ -50,6 +82,16 @@ def gene_loadings(X_std: np.ndarray, n_components: int, seed: int) -> np.ndarray
     Returns
     -------
     Loadings of shape ``(G, n_components)``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from biojepa.data import gene_loadings
+    >>> X_std = np.random.default_rng(0).standard_normal((20, 6))  # 20 cells × 6 genes
+    >>> gene_loadings(X_std, n_components=4, seed=0).shape
+    (6, 4)
+    >>> gene_loadings(X_std, n_components=10, seed=0).shape  # 5 components at most: the rest are small noise
+    (6, 10)
     """
     n_genes = X_std.shape[1]
     k = max(1, min(n_components, min(X_std.shape) - 1))
@@ -72,6 +114,15 @@ def coexpression_modules(loadings: np.ndarray, n_modules: int, seed: int) -> np.
     Returns
     -------
     Module label per gene, shape ``(G,)``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from biojepa.data import coexpression_modules
+    >>> loadings = np.random.default_rng(0).standard_normal((7, 4))  # 7 genes
+    >>> labels = coexpression_modules(loadings, n_modules=3, seed=0)
+    >>> labels.shape, np.bincount(labels).tolist()  # balanced: sizes differ by at most one
+    ((7,), [3, 2, 2])
     """
     n_genes = loadings.shape[0]
     unit = loadings.astype(np.float64)
@@ -91,7 +142,14 @@ def coexpression_modules(loadings: np.ndarray, n_modules: int, seed: int) -> np.
 
 
 def module_index_from_labels(labels: Sequence, n_genes: int) -> np.ndarray:
-    """Turn one module label per gene into a ``(T, S)`` index matrix padded with ``n_genes``."""
+    """Turn one module label per gene into a ``(T, S)`` index matrix padded with ``n_genes``.
+
+    Examples
+    --------
+    >>> from biojepa.data import module_index_from_labels
+    >>> module_index_from_labels(["b", "a", "b", "a", "a"], n_genes=5).tolist()  # module "b" padded with 5
+    [[1, 3, 4], [0, 2, 5]]
+    """
     labels = pd.Series(np.asarray(labels))
     if len(labels) != n_genes:
         raise ValueError(f"`gene_modules` has {len(labels)} entries but the data have {n_genes} genes.")
@@ -141,6 +199,17 @@ def gene_priors(
         Library sizes of the cells of ``X`` (counts only).
     seed
         Seed of the SVD and k-means.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from biojepa.data import gene_priors
+    >>> X = np.random.default_rng(0).poisson(2.0, (30, 8)) + 1  # 30 cells × 8 genes of counts
+    >>> priors = gene_priors(X, "counts", n_embed=4, n_modules=2)
+    >>> priors.gene_mean.shape, priors.loadings.shape, priors.module_index.shape
+    ((8,), (8, 4), (2, 4))
+    >>> gene_priors(X, "counts", 4, 2, gene_modules=[0, 0, 0, 0, 1, 1, 1, 1]).module_index.tolist()
+    [[0, 1, 2, 3], [4, 5, 6, 7]]
     """
     X_log = normalize_expression(X, input_scale, size_factor)
     gene_mean, gene_std = gene_statistics(X_log)

@@ -16,7 +16,14 @@ logger = logging.getLogger(__name__)
 
 
 def ordered_genes(label: str, control_value: str, delimiter: str) -> list[str]:
-    """Genes of a label in the order written (control tokens dropped); validates like ``parse_perturbation``."""
+    """Genes of a label in the order written (control tokens dropped); validates like ``parse_perturbation``.
+
+    Examples
+    --------
+    >>> from biojepa.data import ordered_genes
+    >>> ordered_genes("B+A", "ctrl", "+"), ordered_genes("A+ctrl", "ctrl", "+"), ordered_genes("ctrl", "ctrl", "+")
+    (['B', 'A'], ['A'], [])
+    """
     parse_perturbation(label, control_value, delimiter)  # raises on malformed labels
     if label == control_value:
         return []
@@ -60,7 +67,20 @@ def check_perturbation_setup(
     dose_key: str | None,
     perturbation_type_key: str | None,
 ) -> None:
-    """Validate perturbation labels, the control value and the doses at ``setup_anndata``; raise naming the value."""
+    """Validate perturbation labels, the control value and the doses at ``setup_anndata``; raise naming the value.
+
+    Examples
+    --------
+    >>> import anndata as ad, numpy as np, pandas as pd
+    >>> from biojepa.data import check_perturbation_setup
+    >>> obs = pd.DataFrame({"pert": ["ctrl", "A", "A+B"], "dose": ["0", "1", "1+2"]}, index=["a", "b", "c"])
+    >>> adata = ad.AnnData(np.ones((3, 1)), obs=obs)
+    >>> check_perturbation_setup(adata, "pert", "ctrl", "+", "dose", None)  # valid: returns None
+    >>> check_perturbation_setup(adata, "pert", "control", "+", None, None)
+    Traceback (most recent call last):
+    ...
+    ValueError: Control value 'control' not found in adata.obs['pert'] (values include ['ctrl', 'A', 'A+B']); ...
+    """
     _check_delimiter(delimiter)
     if control_value is None:
         raise ValueError(
@@ -106,6 +126,14 @@ class PerturbationTables:
         ``(n_conditions, K)`` vocabulary indices of each registered label, ``-1`` padded (control: all ``-1``).
     condition_dose
         ``(n_conditions, n_doses, K)`` per-gene doses of each (label, dose category) pair, or ``None``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from biojepa.data import PerturbationTables
+    >>> tables = PerturbationTables(["A", "B", "X"], 2, np.array([[-1, -1], [0, 2]]), None)
+    >>> tables.n_measured, tables.vocabulary[tables.n_measured :], tables.index(["X", "A"])
+    (2, ['X'], [2, 0])
     """
 
     vocabulary: list[str]

@@ -17,7 +17,20 @@ _CHUNK = 10_000
 
 
 def get_matrix(adata: AnnData, layer: str | None):
-    """Return ``adata.X`` or ``adata.layers[layer]``; raise a ``KeyError`` listing the layers if absent."""
+    """Return ``adata.X`` or ``adata.layers[layer]``; raise a ``KeyError`` listing the layers if absent.
+
+    Examples
+    --------
+    >>> import anndata as ad, numpy as np
+    >>> from biojepa.data import get_matrix
+    >>> adata = ad.AnnData(np.array([[1.0, 0.0], [2.0, 3.0]]), layers={"counts": np.array([[1, 0], [2, 3]])})
+    >>> get_matrix(adata, None) is adata.X, get_matrix(adata, "counts").tolist()
+    (True, [[1, 0], [2, 3]])
+    >>> get_matrix(adata, "raw")
+    Traceback (most recent call last):
+    ...
+    KeyError: "Layer 'raw' not found in adata.layers; available layers: ['counts']."
+    """
     if layer is None:
         if adata.X is None:
             raise ValueError("`adata.X` is empty; pass `layer=` naming the layer that holds the expression.")
@@ -49,6 +62,19 @@ def check_expression(
     qPCR ΔCt, declared with ``input_scale="log"``) and all-zero cells. Returns ``"counts"`` when every value
     is a non-negative integer, else ``"log"`` (taken to be log-normalized expression). ``allow_empty_cells``
     accepts all-zero cells (e.g. no peak of a small ATAC panel).
+
+    Examples
+    --------
+    >>> import anndata as ad, numpy as np
+    >>> from biojepa.data import check_expression
+    >>> check_expression(ad.AnnData(np.array([[1.0, 0.0], [2.0, 3.0]])), None)
+    'counts'
+    >>> check_expression(ad.AnnData(np.array([[0.5, 0.0], [1.2, 0.3]])), None)
+    'log'
+    >>> check_expression(ad.AnnData(np.array([[1.0, 0.0], [0.0, 0.0]])), None)
+    Traceback (most recent call last):
+    ...
+    ValueError: 1 cells have no expression at all in adata.X (e.g. ['1']); remove them first, ...
     """
     where = "adata.X" if layer is None else f"adata.layers[{layer!r}]"
     if adata.n_obs == 0 or adata.n_vars == 0:
@@ -85,7 +111,20 @@ def check_expression(
 
 
 def resolve_input_scale(adata: AnnData, layer: str | None, input_scale: str) -> str:
-    """Check the expression matrix and return the input scale, detected when ``input_scale="auto"``."""
+    """Check the expression matrix and return the input scale, detected when ``input_scale="auto"``.
+
+    Examples
+    --------
+    >>> import anndata as ad, numpy as np
+    >>> from biojepa.data import resolve_input_scale
+    >>> adata = ad.AnnData(np.array([[1.0, 0.0], [2.0, 3.0]]))
+    >>> resolve_input_scale(adata, None, "auto"), resolve_input_scale(adata, None, "log")
+    ('counts', 'log')
+    >>> resolve_input_scale(adata, None, "raw")
+    Traceback (most recent call last):
+    ...
+    ValueError: `input_scale` must be one of ['auto', 'counts', 'log'], got 'raw'.
+    """
     if input_scale not in INPUT_SCALES:
         raise ValueError(f"`input_scale` must be one of {list(INPUT_SCALES)}, got {input_scale!r}.")
     detected = check_expression(adata, layer, allow_negative=input_scale == INPUT_SCALES.LOG)
@@ -100,7 +139,19 @@ def resolve_input_scale(adata: AnnData, layer: str | None, input_scale: str) -> 
 
 
 def check_obs_keys(adata: AnnData, keys: dict[str, str | list[str] | None]) -> None:
-    """Raise a ``KeyError`` for any obs column named in ``keys`` (argument name → column(s)) that is absent."""
+    """Raise a ``KeyError`` for any obs column named in ``keys`` (argument name → column(s)) that is absent.
+
+    Examples
+    --------
+    >>> import anndata as ad, numpy as np, pandas as pd
+    >>> from biojepa.data import check_obs_keys
+    >>> adata = ad.AnnData(np.ones((2, 1)), obs=pd.DataFrame({"batch": ["x", "y"]}, index=["a", "b"]))
+    >>> check_obs_keys(adata, {"batch_key": "batch", "categorical_covariate_keys": ["batch"], "labels_key": None})
+    >>> check_obs_keys(adata, {"batch_key": "nope"})
+    Traceback (most recent call last):
+    ...
+    KeyError: "`batch_key`: column 'nope' not found in adata.obs; available: ['batch']."
+    """
     for arg, value in keys.items():
         for key in [value] if isinstance(value, str) else value or []:
             if key not in adata.obs:
@@ -108,7 +159,20 @@ def check_obs_keys(adata: AnnData, keys: dict[str, str | list[str] | None]) -> N
 
 
 def check_continuous(adata: AnnData, keys: list[str] | None) -> None:
-    """Raise a ``ValueError`` for a continuous covariate that is not numeric or not finite."""
+    """Raise a ``ValueError`` for a continuous covariate that is not numeric or not finite.
+
+    Examples
+    --------
+    >>> import anndata as ad, numpy as np, pandas as pd
+    >>> from biojepa.data import check_continuous
+    >>> obs = pd.DataFrame({"age": [30.0, 41.0], "dose": [0.1, np.nan]}, index=["a", "b"])
+    >>> adata = ad.AnnData(np.ones((2, 1)), obs=obs)
+    >>> check_continuous(adata, ["age"])
+    >>> check_continuous(adata, ["age", "dose"])
+    Traceback (most recent call last):
+    ...
+    ValueError: Continuous covariate 'dose' contains NaN or infinite values; fill or drop them.
+    """
     for key in keys or []:
         col = adata.obs[key]
         if not pd.api.types.is_numeric_dtype(col) or pd.api.types.is_bool_dtype(col):

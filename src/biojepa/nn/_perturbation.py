@@ -147,7 +147,18 @@ class ExpressionHead(nn.Module):
 
 
 def masked_mse(pred: torch.Tensor, target: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
-    """Mean squared error over the rows selected by the boolean ``rows`` (0 when none is selected)."""
+    """Mean squared error over the rows selected by the boolean ``rows`` (0 when none is selected).
+
+    Examples
+    --------
+    >>> import torch
+    >>> from biojepa.nn import masked_mse
+    >>> pred, target = torch.tensor([[1.0, 3.0], [5.0, 5.0]]), torch.zeros(2, 2)
+    >>> masked_mse(pred, target, torch.tensor([True, False])).item()  # (1 + 9) / 2
+    5.0
+    >>> masked_mse(pred, target, torch.tensor([False, False])).item()
+    0.0
+    """
     if not bool(rows.any()):
         return pred.sum() * 0.0
     return F.mse_loss(pred[rows], target[rows])
