@@ -133,7 +133,7 @@ class _UnreachableInventory(logging.Filter):
         return True
 
 
-logging.getLogger("sphinx.sphinx.ext.intersphinx._load").addFilter(_UnreachableInventory())
+logging.getLogger("sphinx.sphinx.ext.intersphinx").addFilter(_UnreachableInventory())
 
 # -- HTML output -------------------------------------------------------------------------------------------------
 
