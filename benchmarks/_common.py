@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import platform
+import subprocess
+import sys
 import warnings
+from pathlib import Path
 
 import numpy as np
 import scipy.sparse as sp
@@ -70,3 +74,19 @@ def quiet() -> None:
     warnings.filterwarnings("ignore")
     for name in ("lightning", "lightning.pytorch", "lightning.fabric", "scvi", "biojepa"):
         logging.getLogger(name).setLevel(logging.ERROR)
+
+
+def run_worker(script: str, result: Path, extra: list[str]) -> list[dict]:
+    """Run ``script --worker --result RESULT *extra`` in a fresh interpreter; return (and delete) the JSON results.
+
+    A worker writes ``RESULT``, or under DDP one ``RESULT.rank{r}`` per process; every such file is returned.
+    """
+    cmd = [sys.executable, os.path.abspath(script), "--worker", "--result", str(result), *extra]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise RuntimeError(f"worker {extra} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}")
+    files = sorted(result.parent.glob(result.name + "*"))
+    out = [json.loads(f.read_text()) for f in files]
+    for f in files:
+        f.unlink()
+    return out

@@ -40,7 +40,6 @@ import json
 import os
 import resource
 import shlex
-import subprocess
 import sys
 import tempfile
 import time
@@ -50,7 +49,7 @@ import numpy as np
 import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import machine_info, quiet
+from _common import machine_info, quiet, run_worker
 
 N_GENES = 2000
 GIB_PER_KIB = 1 / 1024**2
@@ -191,23 +190,11 @@ def worker_main(args) -> None:
 
 
 # ----------------------------------------------------------------------------------------------- parent side
-def spawn(extra: list[str], result: Path) -> list[dict]:
-    """Run a worker in a fresh interpreter; return the JSON result of every rank it wrote."""
-    cmd = [sys.executable, os.path.abspath(__file__), "--worker", "--result", str(result), *extra]
-    proc = subprocess.run(cmd, capture_output=True, text=True)
-    if proc.returncode != 0:
-        raise RuntimeError(f"worker {extra} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}")
-    files = sorted(result.parent.glob(result.name + "*"))
-    out = [json.loads(f.read_text()) for f in files]
-    for f in files:
-        f.unlink()
-    return out
-
-
 def run_size(n_cells: int, args, workdir: Path) -> tuple[list[dict], dict]:
     raw, shuffled = workdir / f"raw_{n_cells}.h5ad", workdir / f"shuffled_{n_cells}.h5ad"
     data = write_raw(n_cells, raw)
-    data.update(spawn(["--shuffle", "--h5ad", str(raw), "--output", str(shuffled)], workdir / "shuffle.json")[0])
+    shuffle_args = ["--shuffle", "--h5ad", str(raw), "--output", str(shuffled)]
+    data.update(run_worker(__file__, workdir / "shuffle.json", shuffle_args)[0])
     raw.unlink()
     data["file_gib"] = shuffled.stat().st_size / 1024**3
     print(
@@ -220,7 +207,7 @@ def run_size(n_cells: int, args, workdir: Path) -> tuple[list[dict], dict]:
         for config in args.configs:
             extra = ["--h5ad", str(shuffled), "--config", config, "--seed", str(seed)]
             extra += ["--batch-size", str(args.batch_size), "--epochs", str(args.epochs)]
-            ranks = spawn(extra, workdir / "train.json")
+            ranks = run_worker(__file__, workdir / "train.json", extra)
             r0 = next(r for r in ranks if r["rank"] == 0)
             epoch_s = float(np.mean(r0["epoch_s"]))
             row = {

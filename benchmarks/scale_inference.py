@@ -23,7 +23,6 @@ import datetime
 import json
 import os
 import shlex
-import subprocess
 import sys
 import tempfile
 import time
@@ -33,7 +32,7 @@ import numpy as np
 import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import machine_info, quiet
+from _common import machine_info, quiet, run_worker
 from scale import GIB_PER_KIB, peak_rss_kib, write_raw
 
 
@@ -93,16 +92,6 @@ def worker(args) -> dict:
     }
 
 
-def spawn(extra: list[str], result: Path) -> dict:
-    cmd = [sys.executable, os.path.abspath(__file__), "--worker", "--result", str(result), *extra]
-    proc = subprocess.run(cmd, capture_output=True, text=True)
-    if proc.returncode != 0:
-        raise RuntimeError(f"worker {extra} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}")
-    out = json.loads(result.read_text())
-    result.unlink()
-    return out
-
-
 def ms(values) -> str:
     values = np.asarray(values, dtype=float)
     return f"{values.mean():.1f} ± {values.std(ddof=1) if len(values) > 1 else 0.0:.1f}"
@@ -121,7 +110,8 @@ def parent(args) -> None:
         raw.unlink()
         for seed in args.seeds:
             for mode in ("backed", "memory"):
-                r = spawn(["--h5ad", str(shuffled), "--mode", mode, "--seed", str(seed)], Path(d) / "r.json")
+                extra = ["--h5ad", str(shuffled), "--mode", mode, "--seed", str(seed)]
+                r = run_worker(__file__, Path(d) / "r.json", extra)[0]
                 rows.append({"mode": mode, "seed": seed, **r})
                 print(
                     f"  seed {seed} {mode:<7} latent {r['latent_s']:6.1f} s  predict {r['predict_s']:6.1f} s  "

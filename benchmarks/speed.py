@@ -37,13 +37,12 @@ import os
 import resource
 import shlex
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-from _common import machine_info, quiet, synthetic_counts
+from _common import machine_info, quiet, run_worker, synthetic_counts
 
 MODELS = ("BioJEPA", "SCVI")
 N_GENES = 2000
@@ -181,16 +180,10 @@ def worker_main(args) -> None:
 def spawn(h5ad: Path, model: str, batch_size: int, args) -> dict:
     """Run one worker in a fresh interpreter and return its JSON result."""
     result = h5ad.with_suffix(f".{model}.{batch_size}.json")
-    cmd = [sys.executable, os.path.abspath(__file__), "--worker", "--h5ad", str(h5ad), "--model", model]
-    cmd += ["--batch-size", str(batch_size), "--epochs", str(args.epochs), "--result", str(result)]
-    cmd += ["--profile"] if args.profile else []
-    cmd += ["--threads", str(args.threads)] if args.threads else []
-    proc = subprocess.run(cmd, capture_output=True, text=True)
-    if proc.returncode != 0:
-        raise RuntimeError(f"worker {model} bs={batch_size} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}")
-    out = json.loads(result.read_text())
-    result.unlink()
-    return out
+    extra = ["--h5ad", str(h5ad), "--model", model, "--batch-size", str(batch_size), "--epochs", str(args.epochs)]
+    extra += ["--profile"] if args.profile else []
+    extra += ["--threads", str(args.threads)] if args.threads else []
+    return run_worker(__file__, result, extra)[0]
 
 
 def write_data(n_cells: int, directory: str) -> Path:
