@@ -32,6 +32,7 @@ class _LossKeys(NamedTuple):
     SMOOTHNESS: str = "smoothness_loss"
     CROSS_MODAL: str = "cross_modal_loss"
     MODALITY: str = "modality_loss"
+    READOUT: str = "readout_loss"
 
 
 class _ModuleKeys(NamedTuple):
@@ -56,6 +57,7 @@ class _ModuleKeys(NamedTuple):
     PRESENT: str = "present"
     CROSS: str = "cross"
     MODALITY_PRED: str = "modality_pred"
+    READOUT_PRED: str = "readout_pred"
 
 
 class _InputScales(NamedTuple):

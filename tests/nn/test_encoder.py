@@ -36,3 +36,26 @@ def test_predictor_shape_and_condition():
     out = pred(z, masks)
     assert out.shape == (3, 2, 8)
     assert not torch.allclose(out, pred(z, masks, condition=torch.randn(3, 16)))
+
+
+def test_pooling_cls_and_both_read_every_token_and_respect_hidden_modules():
+    index = torch.from_numpy(module_index_from_labels([g % 4 for g in range(12)], 12))
+    for pooling in ("cls", "both"):
+        enc = CellEncoder(GeneTokenizer(index, 12, 8), 5, depth=1, n_heads=2, pooling=pooling).eval()
+        x = torch.randn(2, 12)
+        tokens, z = enc(x)
+        assert tokens.shape == (2, 4, 8) and z.shape == (2, 5)  # the CLS state is not returned as a module token
+        keep = torch.tensor([[0, 1], [0, 1]])
+        x2 = x.clone()
+        x2[:, 2::4] += 3.0  # genes of module 2, hidden from the context
+        assert torch.allclose(enc(x, keep)[1], enc(x2, keep)[1])
+        assert not torch.allclose(enc(x)[1], enc(x2)[1])
+    assert enc.to_latent.in_features == 16  # "both": mean of the tokens and the CLS state, concatenated
+
+
+def test_pooling_rejects_unknown():
+    import pytest
+
+    index = torch.from_numpy(module_index_from_labels([0, 1], 2))
+    with pytest.raises(ValueError, match="pooling"):
+        CellEncoder(GeneTokenizer(index, 2, 8), 3, depth=1, n_heads=2, pooling="max")

@@ -75,8 +75,15 @@ class BioJEPA(
         Transformer MLP width ratio and dropout.
     predictor_dim, predictor_depth
         Width and depth of the predictor.
+    pooling
+        Where the cell latent is read: ``"mean"`` of the module tokens, a ``"cls"`` token, or ``"both"``.
     mask_ratio
         ``(low, high)`` fraction of modules hidden from the context encoder at each step.
+    gene_dropout
+        Fraction of genes of the visible modules set to their mean in the context encoder's input at each step.
+    readout_weight
+        Weight of the expression readout from the cell latent (an auxiliary term that shapes the latent; ``0``
+        trains the pure JEPA objective).
     jepa_weight, variance_weight, covariance_weight
         Loss weights of the JEPA regression and the VICReg variance/covariance terms.
     perturbation_dim
@@ -125,7 +132,10 @@ class BioJEPA(
         dropout: float = 0.0,
         predictor_dim: int = 32,
         predictor_depth: int = 2,
+        pooling: str = "mean",
         mask_ratio: tuple[float, float] = (0.25, 0.5),
+        gene_dropout: float = 0.0,
+        readout_weight: float = 0.0,
         jepa_weight: float = 25.0,
         variance_weight: float = 25.0,
         covariance_weight: float = 1.0,
@@ -179,7 +189,10 @@ class BioJEPA(
             dropout=dropout,
             predictor_dim=predictor_dim,
             predictor_depth=predictor_depth,
+            pooling=pooling,
             mask_ratio=mask_ratio,
+            gene_dropout=gene_dropout,
+            readout_weight=readout_weight,
             jepa_weight=jepa_weight,
             variance_weight=variance_weight,
             covariance_weight=covariance_weight,

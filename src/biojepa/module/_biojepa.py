@@ -56,8 +56,16 @@ class BioJEPAModule(ModalityMixin, TaskSamplesMixin, BaseModuleClass):
         Cell latent width, token width and context/target transformer settings.
     predictor_dim, predictor_depth
         Predictor width and depth.
+    pooling
+        Where the cell latent is read from the context encoder's tokens: ``"mean"``, ``"cls"`` or ``"both"``.
     mask_ratio
         ``(low, high)`` fraction of modules hidden from the context encoder.
+    gene_dropout
+        Fraction of genes set to their mean (zero after standardization) in the context encoder's input at each
+        training step, on top of the module masking.
+    readout_weight
+        Weight of the expression readout: an MLP from the context latent ``z`` (with gradient, so it shapes the
+        latent) to the standardized expression of every gene. ``0`` trains the pure JEPA objective.
     jepa_weight, variance_weight, covariance_weight
         Loss weights (VICReg-style 25/25/1 by default).
     condition_genes
@@ -126,7 +134,10 @@ class BioJEPAModule(ModalityMixin, TaskSamplesMixin, BaseModuleClass):
         dropout: float = 0.0,
         predictor_dim: int = 32,
         predictor_depth: int = 2,
+        pooling: str = "mean",
         mask_ratio: tuple[float, float] = (0.25, 0.5),
+        gene_dropout: float = 0.0,
+        readout_weight: float = 0.0,
         jepa_weight: float = 25.0,
         variance_weight: float = 25.0,
         covariance_weight: float = 1.0,
@@ -162,7 +173,14 @@ class BioJEPAModule(ModalityMixin, TaskSamplesMixin, BaseModuleClass):
         if gene_embedding_init is not None:
             tokenizer.gene_embedding.data.copy_(torch.as_tensor(gene_embedding_init))
         self.mask_sampler = ModuleMaskSampler(tokenizer.n_modules, mask_ratio)
-        self.context_encoder = CellEncoder(tokenizer, n_latent, n_layers, n_heads, mlp_ratio, dropout)
+        if not 0.0 <= gene_dropout < 1.0:
+            raise ValueError(f"`gene_dropout` must be in [0, 1), got {gene_dropout}.")
+        if readout_weight < 0:
+            raise ValueError(f"`readout_weight` must be >= 0, got {readout_weight}.")
+        self.gene_dropout = gene_dropout
+        self.readout_weight = readout_weight
+        self.readout = ExpressionHead(n_latent, n_input) if readout_weight > 0 else None
+        self.context_encoder = CellEncoder(tokenizer, n_latent, n_layers, n_heads, mlp_ratio, dropout, pooling)
         self.target_encoder = make_target(self.context_encoder)
         self.predictor = Predictor(
             n_latent,
@@ -280,8 +298,11 @@ class BioJEPAModule(ModalityMixin, TaskSamplesMixin, BaseModuleClass):
             target_tokens, target_z = self.target_encoder(x, token_mask=token_mask)  # (B, T, D), (B, n_latent)
             target_tokens = F.layer_norm(target_tokens, target_tokens.shape[-1:])
             target = target_tokens.gather(1, masks_pred[..., None].expand(-1, -1, target_tokens.shape[-1]))
-        # 2. context: online encoder on the visible modules
-        _, z = self.context_encoder(x, keep=masks_enc, token_mask=token_mask)  # (B, n_latent)
+        # 2. context: online encoder on the visible modules (and, with gene dropout, some of their genes at the mean)
+        x_context = x
+        if self.training and self.gene_dropout > 0:
+            x_context = x * (torch.rand_like(x) >= self.gene_dropout)
+        _, z = self.context_encoder(x_context, keep=masks_enc, token_mask=token_mask)  # (B, n_latent)
         out = {
             MODULE_KEYS.Z: z,
             MODULE_KEYS.MASKS_PRED: masks_pred,
@@ -356,6 +377,8 @@ class BioJEPAModule(ModalityMixin, TaskSamplesMixin, BaseModuleClass):
             out[MODULE_KEYS.SMOOTHNESS] = dyn["smoothness"]
         if self.expression_head is not None and target_z is not None:
             out[MODULE_KEYS.EXPR_PRED] = self.expression_head(target_z.detach())
+        if self.readout is not None:
+            out[MODULE_KEYS.READOUT_PRED] = self.readout(z)  # with gradient: the readout shapes the latent
         if self.modalities is not None and target_z is not None:
             out[MODULE_KEYS.MODALITY_PRED] = {k: head(target_z.detach()) for k, head in self.modality_heads.items()}
         return out
@@ -380,6 +403,16 @@ class BioJEPAModule(ModalityMixin, TaskSamplesMixin, BaseModuleClass):
             loss = loss + self.cross_modal_weight * mod["cross"] + self.modality_weight * mod["heads"]
             extra[LOSS_KEYS.CROSS_MODAL] = mod["cross"].detach()
             extra[LOSS_KEYS.MODALITY] = mod["heads"].detach()
+        if MODULE_KEYS.READOUT_PRED in generative_outputs:
+            x_norm = inference_outputs[MODULE_KEYS.X_NORM]
+            seen = torch.ones_like(x_norm)
+            if MODULE_KEYS.PRESENT in inference_outputs:  # a modality a cell lacks is not read out
+                sizes = torch.tensor([m.n_features for m in self.modalities], device=x_norm.device)
+                seen = inference_outputs[MODULE_KEYS.PRESENT].repeat_interleave(sizes, dim=1).to(x_norm.dtype)
+            err = (generative_outputs[MODULE_KEYS.READOUT_PRED] - x_norm).pow(2)
+            readout = (err * seen).sum() / seen.sum().clamp(min=1)
+            loss = loss + self.readout_weight * readout
+            extra[LOSS_KEYS.READOUT] = readout.detach()
         if MODULE_KEYS.EXPR_PRED in generative_outputs:
             expr = F.mse_loss(generative_outputs[MODULE_KEYS.EXPR_PRED], inference_outputs[MODULE_KEYS.X_NORM])
             loss = loss + self.expression_weight * expr

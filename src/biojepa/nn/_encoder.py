@@ -8,6 +8,8 @@ from torch.nn import functional as F
 
 from ._tokenizer import GeneTokenizer
 
+POOLINGS = ("mean", "cls", "both")
+
 
 def _rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
     """RoPE: rotate the two halves of ``x`` ``(B, H, N, Dh)`` as complex pairs by the angles in ``cos``/``sin``."""
@@ -100,6 +102,9 @@ class CellEncoder(nn.Module):
         Width of the cell latent ``z``.
     depth, n_heads, mlp_ratio, dropout
         Transformer settings; the token width is the tokenizer's.
+    pooling
+        Where ``z`` is read: ``"mean"`` of the module tokens, a learned ``"cls"`` token that attends to them,
+        or ``"both"`` (the two concatenated before the projection to ``z``).
 
     Examples
     --------
@@ -119,12 +124,17 @@ class CellEncoder(nn.Module):
         n_heads: int,
         mlp_ratio: float = 2.0,
         dropout: float = 0.0,
+        pooling: str = "mean",
     ):
         super().__init__()
+        if pooling not in POOLINGS:
+            raise ValueError(f"`pooling` must be one of {POOLINGS}, got {pooling!r}.")
         n_embed = tokenizer.module_embedding.shape[1]
         self.tokenizer = tokenizer
+        self.pooling = pooling
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, n_embed)) if pooling != "mean" else None
         self.transformer = Transformer(n_embed, depth, n_heads, mlp_ratio, dropout)
-        self.to_latent = nn.Linear(n_embed, n_latent)
+        self.to_latent = nn.Linear(n_embed * (2 if pooling == "both" else 1), n_latent)
 
     def forward(
         self, x: torch.Tensor, keep: torch.Tensor | None = None, token_mask: torch.Tensor | None = None
@@ -144,11 +154,21 @@ class CellEncoder(nn.Module):
         if token_mask is not None and not bool(token_mask.all()):
             token_mask = token_mask | ~token_mask.any(1, keepdim=True)  # no all-masked row (SDPA gives NaN)
             attn_mask = token_mask[:, None, None, :]
-        tokens = self.transformer(tokens, attn_mask)  # (B, K, D)
+        if self.cls_token is not None:
+            tokens = torch.cat([self.cls_token.expand(tokens.shape[0], -1, -1), tokens], 1)  # (B, 1 + K, D)
+            if attn_mask is not None:
+                attn_mask = torch.cat([attn_mask.new_ones(attn_mask.shape[:-1] + (1,)), attn_mask], -1)
+        tokens = self.transformer(tokens, attn_mask)  # (B, [1 +] K, D)
+        if self.cls_token is not None:
+            cls, tokens = tokens[:, 0], tokens[:, 1:]  # (B, D), (B, K, D)
         if attn_mask is None:
             pooled = tokens.mean(1)
         else:
             w = token_mask[..., None].to(tokens.dtype)
             pooled = (tokens * w).sum(1) / w.sum(1)
+        if self.pooling == "cls":
+            pooled = cls
+        elif self.pooling == "both":
+            pooled = torch.cat([pooled, cls], -1)  # (B, 2D)
         z = self.to_latent(pooled)  # (B, n_latent)
         return tokens, z
