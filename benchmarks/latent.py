@@ -40,7 +40,8 @@ import numpy as np
 import pandas as pd
 
 SEEDS = (0, 1, 2)
-EPOCHS = {"kang": 100, "k562": 100, "sergio": 50, "hsmm": 200, "eccite": 200}
+EPOCHS = {"kang": 100, "k562": 50, "sergio": 25, "hsmm": 200, "eccite": 200}
+EPOCHS |= {"shared:kang": 100, "shared:eccite": 200, "shared:hsmm": 200, "pool": 100}
 #: name → (model kwargs, train kwargs); "base" is the default of the released model.
 CONFIGS = {
     "base": ({}, {}),
@@ -59,11 +60,8 @@ CONFIGS = {
     "readout_1": ({"readout_weight": 1.0}, {}),
     "readout_10": ({"readout_weight": 10.0}, {}),
     "modules64+readout_10": ({"n_modules": 64, "readout_weight": 10.0}, {}),
-    "combined": ({"n_modules": 64, "n_latent": 64, "gene_dropout": 0.25, "readout_weight": 10.0}, {}),
-    "combined+cls": (
-        {"n_modules": 64, "n_latent": 64, "gene_dropout": 0.25, "readout_weight": 10.0, "pooling": "both"},
-        {},
-    ),
+    "combined": ({"n_latent": 64, "gene_dropout": 0.25, "readout_weight": 10.0}, {}),
+    "combined+cls": ({"n_latent": 64, "gene_dropout": 0.25, "readout_weight": 10.0, "pooling": "both"}, {}),
 }
 HEAVY_SETS = ("k562", "sergio")
 HEAVY_CONFIGS = ("modules128", "gene_tokens", "epochs_x2")
@@ -111,8 +109,54 @@ def load_set(name: str):
         a = rna[:, select_hvgs(rna, 2000)].copy()
         a.layers["counts"] = a.X.copy()
         a.obsm["protein_clr"] = data["clr"].astype(np.float32)
+    elif name.startswith("shared:") or name == "pool":
+        return _shared_set(name)
     else:
         raise ValueError(f"Unknown set {name!r}; choose from {list(EPOCHS)}.")
+    return a
+
+
+def _shared_set(name: str):
+    """Kang, ECCITE RNA and HSMM on the genes all three measure (symbols); ``"pool"`` concatenates them.
+
+    ``X`` holds counts (HSMM's FPKM rounded to integers and read as counts: normalized to CP10k and log1p);
+    ``obs["dataset"]`` names the source; labels as in the single sets (``label``), protein CLR in ``obsm``.
+    """
+    import anndata as ad
+    import scipy.sparse as sp
+
+    import biojepa as bj
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from _multiomics_data import load_ecciteseq
+
+    kang = bj.datasets.kang2018_ifnb()
+    eccite = load_ecciteseq()
+    hsmm = bj.datasets.hsmm_myoblast_timecourse()
+    hsmm = ad.AnnData(hsmm.X, obs=hsmm.obs, var=pd.DataFrame(index=hsmm.var["gene_short_name"].astype(str).to_numpy()))
+    hsmm = hsmm[:, ~hsmm.var_names.duplicated()]
+    genes = [g for g in kang.var_names if g in set(eccite["rna"].var_names) and g in set(hsmm.var_names)]
+    parts = {}
+    for key, src, label in (
+        ("kang", kang, kang.obs["cluster_id"]),
+        ("eccite", eccite["rna"], None),
+        ("hsmm", hsmm, hsmm.obs["time_hours"]),
+    ):
+        X = src[:, genes].X
+        X = sp.csr_matrix(np.rint(X.toarray() if sp.issparse(X) else np.asarray(X)), dtype=np.float32)
+        obs = pd.DataFrame(
+            {"dataset": key, "label": label.astype(str).to_numpy() if label is not None else "none"},
+            index=[f"{key}-{i}" for i in src.obs_names],
+        )
+        part = ad.AnnData(X, obs=obs, var=pd.DataFrame(index=genes))
+        part.obsm["protein_clr"] = (
+            eccite["clr"].astype(np.float32)
+            if key == "eccite"
+            else np.full((part.n_obs, eccite["clr"].shape[1]), np.nan)
+        )
+        parts[key] = part
+    a = parts[name.removeprefix("shared:")] if name != "pool" else ad.concat(list(parts.values()))
+    a.layers["counts"] = a.X.copy()
     return a
 
 
@@ -160,6 +204,11 @@ def score(name: str, Z: np.ndarray, adata, seed: int) -> dict:
     from biojepa.metrics import effective_rank, knn_accuracy, silhouette
 
     out = {"effective rank": effective_rank(Z)}
+    if name.startswith("shared:"):
+        name = name.removeprefix("shared:")
+        if name != "eccite":
+            labels = adata.obs["label"].astype(str).to_numpy()
+            return out | {"kNN accuracy": knn_accuracy(Z, labels, seed=seed), "silhouette": silhouette(Z, labels)}
     if name == "eccite":
         out["protein r"] = _ridge_cv(Z, adata.obsm["protein_clr"], seed)
         return out
@@ -197,7 +246,7 @@ def run_job(name: str, method: str, seed: int, accelerator: str, epoch_scale: fl
     trainer = {"accelerator": accelerator, "devices": 1, "enable_progress_bar": False, "max_epochs": epochs}
     if method == "PCA (50)":
         a = adata.copy()
-        if name in ("kang", "sergio", "eccite"):
+        if name in ("kang", "sergio", "eccite") or name.startswith("shared:"):
             sc.pp.normalize_total(a, target_sum=1e4)
             sc.pp.log1p(a)
         sc.pp.pca(a, n_comps=50, random_state=seed)
@@ -217,11 +266,22 @@ def run_job(name: str, method: str, seed: int, accelerator: str, epoch_scale: fl
             model_kwargs["n_modules"] = adata.n_vars
         trainer["max_epochs"] = epochs * train_kwargs.pop("epochs_factor", 1)
         a = adata.copy()
-        bj.BioJEPA.setup_anndata(a, layer="counts" if name in ("kang", "sergio", "eccite") else None)
+        if name == "pool" or name.startswith("shared:"):
+            batch = "dataset" if name == "pool" else None
+            bj.BioJEPA.setup_anndata(a, batch_key=batch, input_scale="counts")
+        else:
+            bj.BioJEPA.setup_anndata(a, layer="counts" if name in ("kang", "sergio", "eccite") else None)
         model = bj.BioJEPA(a, **model_kwargs)
         model.train(**trainer, **train_kwargs)
         Z = model.get_latent_representation()
         seconds = time.perf_counter() - start
+        if name == "pool":  # one latent for the three sets, scored on each
+            rows = []
+            for key in ("kang", "eccite", "hsmm"):
+                part = (adata.obs["dataset"] == key).to_numpy()
+                row = {"set": f"shared:{key}", "method": f"{method} (pool)", "seed": seed, "train s": seconds}
+                rows.append(row | score(f"shared:{key}", np.asarray(Z)[part], adata[part], seed))
+            return rows
         # the same run read through the EMA target encoder (I-JEPA evaluates that one)
         module = model.module
         module.context_encoder, module.target_encoder = module.target_encoder, module.context_encoder
