@@ -34,6 +34,7 @@ from ..train import BioJEPATrainingPlan
 from ._inputs import InputsMixin
 from ._multiomics import MultiomicsMixin
 from ._perturbation import PerturbationMixin
+from ._save_load import SaveLoadMixin
 from ._training import TrainingMixin
 from ._trajectory import TrajectoryMixin
 
@@ -45,6 +46,7 @@ class BioJEPA(
     MultiomicsMixin,
     TrajectoryMixin,
     PerturbationMixin,
+    SaveLoadMixin,
     TrainingMixin,
     UnsupervisedTrainingMixin,
     BaseModelClass,
