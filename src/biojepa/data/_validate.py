@@ -211,3 +211,49 @@ def check_time(adata: AnnData, time_key: str) -> None:
             f"{list(adata.obs_names[bad][:5])}); give every observation a time (a static snapshot can take any "
             "time with its own `sample_key` value) or drop them."
         )
+
+
+def check_categorical(adata: AnnData, keys: dict[str, str | list[str] | None]) -> None:
+    """Raise a ``ValueError`` for a categorical obs column (argument name → column(s)) with missing values.
+
+    Examples
+    --------
+    >>> import anndata as ad, numpy as np, pandas as pd
+    >>> from biojepa.data import check_categorical
+    >>> adata = ad.AnnData(np.ones((2, 1)), obs=pd.DataFrame({"batch": ["x", None]}, index=["a", "b"]))
+    >>> check_categorical(adata, {"batch_key": "batch"})
+    Traceback (most recent call last):
+    ...
+    ValueError: `batch_key`: adata.obs['batch'] has 1 missing values (e.g. ['b']); fill them, e.g. ...
+    """
+    for arg, value in keys.items():
+        for key in [value] if isinstance(value, str) else value or []:
+            missing = adata.obs[key].isna().to_numpy()
+            if missing.any():
+                raise ValueError(
+                    f"`{arg}`: adata.obs[{key!r}] has {int(missing.sum())} missing values (e.g. "
+                    f"{list(adata.obs_names[missing][:5])}); fill them, e.g. `adata.obs[{key!r}] = "
+                    f"adata.obs[{key!r}].astype(str).fillna('unknown')`, or drop those cells."
+                )
+
+
+def check_unique_names(adata: AnnData) -> None:
+    """Raise a ``ValueError`` if ``adata.obs_names`` or ``adata.var_names`` has duplicates.
+
+    Examples
+    --------
+    >>> import anndata as ad, numpy as np, pandas as pd
+    >>> from biojepa.data import check_unique_names
+    >>> adata = ad.AnnData(np.ones((2, 2)), var=pd.DataFrame(index=["CD3E", "CD3E"]))
+    >>> check_unique_names(adata)
+    Traceback (most recent call last):
+    ...
+    ValueError: adata.var_names has 1 duplicated names (e.g. ['CD3E']); make them unique first, ...
+    """
+    for axis, names in (("obs", adata.obs_names), ("var", adata.var_names)):
+        duplicated = names[names.duplicated()]
+        if len(duplicated):
+            raise ValueError(
+                f"adata.{axis}_names has {len(duplicated)} duplicated names (e.g. {list(duplicated.unique()[:5])}); "
+                f"make them unique first, e.g. `adata.{axis}_names_make_unique()`."
+            )

@@ -23,14 +23,17 @@ from scvi.utils import track
 
 from .._constants import EXTRA_KEYS, INPUT_SCALES, MODULE_KEYS
 from ..data import (
+    check_categorical,
     check_continuous,
     check_obs_keys,
     check_perturbation_setup,
     check_time,
+    check_unique_names,
     resolve_input_scale,
 )
 from ..module import BioJEPAModule
 from ..train import BioJEPATrainingPlan
+from ._checks import check_model_args
 from ._inputs import InputsMixin
 from ._multiomics import MultiomicsMixin
 from ._perturbation import PerturbationMixin
@@ -141,6 +144,7 @@ class BioJEPA(
         cross_modal_weight: float = 25.0,
         modality_weight: float = 1.0,
     ):
+        check_model_args(locals())
         super().__init__(adata)
         modality_kwargs = {}
         if self._multimodal:
@@ -291,6 +295,16 @@ class BioJEPA(
                 "dose_key": dose_key,
                 "perturbation_type_key": perturbation_type_key,
                 "time_key": time_key,
+                "sample_key": sample_key,
+            },
+        )
+        check_unique_names(adata)
+        check_categorical(
+            adata,
+            {
+                "batch_key": batch_key,
+                "categorical_covariate_keys": categorical_covariate_keys,
+                "perturbation_type_key": perturbation_type_key,
                 "sample_key": sample_key,
             },
         )

@@ -15,6 +15,7 @@ from torch.utils.data import DataLoader
 
 from ..data import BlockDataset, BlockSampler
 from ..train import BioJEPADataSplitter
+from ._checks import check_train_args
 
 logger = logging.getLogger(__name__)
 
@@ -118,6 +119,7 @@ class TrainingMixin:
         True
         >>> model.train(max_epochs=1, batch_size=64, block_shuffle=True, enable_progress_bar=False)
         """
+        check_train_args(max_epochs, batch_size, self.adata.n_obs)
         if early_stopping:
             kwargs.setdefault("early_stopping_monitor", "validation_loss")
             kwargs.setdefault("check_val_every_n_epoch", 1)
