@@ -34,6 +34,7 @@ from ..data import (
 from ..module import BioJEPAModule
 from ..train import BioJEPATrainingPlan
 from ._checks import check_model_args
+from ._expression import ExpressionMixin
 from ._inputs import InputsMixin
 from ._multiomics import MultiomicsMixin
 from ._perturbation import PerturbationMixin
@@ -45,6 +46,7 @@ logger = logging.getLogger(__name__)
 
 
 class BioJEPA(
+    ExpressionMixin,
     InputsMixin,
     MultiomicsMixin,
     TrajectoryMixin,
