@@ -38,6 +38,7 @@ from ._expression import ExpressionMixin
 from ._inputs import InputsMixin
 from ._multiomics import MultiomicsMixin
 from ._perturbation import PerturbationMixin
+from ._query import QueryMixin
 from ._save_load import SaveLoadMixin
 from ._training import TrainingMixin
 from ._trajectory import TrajectoryMixin
@@ -51,6 +52,7 @@ class BioJEPA(
     MultiomicsMixin,
     TrajectoryMixin,
     PerturbationMixin,
+    QueryMixin,
     SaveLoadMixin,
     TrainingMixin,
     UnsupervisedTrainingMixin,
@@ -328,7 +330,8 @@ class BioJEPA(
                 adata, perturbation_key, control_value, combination_delimiter, dose_key, perturbation_type_key
             )
         check_continuous(adata, list(continuous_covariate_keys or []) + ([size_factor_key] if size_factor_key else []))
-        scale = resolve_input_scale(adata, layer, input_scale)
+        is_query = kwargs.get("source_registry") is not None  # a transferred setup: genes may be missing (NaN)
+        scale = resolve_input_scale(adata, layer, input_scale, allow_missing_genes=is_query)
         where = "adata.X" if layer is None else f"adata.layers[{layer!r}]"
         how = "detected" if input_scale == INPUT_SCALES.AUTO else "set by `input_scale`"
         kind = "raw counts" if scale == INPUT_SCALES.COUNTS else "log-normalized expression"

@@ -32,10 +32,16 @@ class InputsMixin:
     def _gene_priors(self, n_embed: int, n_modules: int | None, gene_modules):
         """Input scale, gene statistics, loadings and modules of the registered AnnData."""
         layer = self.adata_manager.registry["setup_args"]["layer"]
+        reference = getattr(self, "_reference_priors", None)  # set by `load_query_data`: nothing re-estimated
         self.input_scale = resolve_input_scale(
-            self.adata, layer, self.adata_manager.registry["setup_args"]["input_scale"]
+            self.adata,
+            layer,
+            self.adata_manager.registry["setup_args"]["input_scale"],
+            allow_missing_genes=reference is not None,
         )
         n_genes = self.summary_stats.n_vars
+        if reference is not None:
+            return reference, n_genes
         check_data_size(self.adata.n_obs, n_genes)
         if n_modules is None:
             n_modules = min(16, max(2, n_genes // 8))
@@ -83,7 +89,9 @@ class InputsMixin:
     def _check_expression(self, adata: AnnData) -> None:
         """Validate ``adata``'s expression as at setup, on the scale the model was trained on."""
         args = self.adata_manager.registry["setup_args"]
-        scale = check_expression(adata, args["layer"], allow_negative=args["input_scale"] == INPUT_SCALES.LOG)
+        scale = check_expression(
+            adata, args["layer"], allow_negative=args["input_scale"] == INPUT_SCALES.LOG, allow_missing_genes=True
+        )
         trained = getattr(self, "input_scale", None)
         if trained is not None and scale != trained and args["input_scale"] == INPUT_SCALES.AUTO:
             where = "adata.X" if args["layer"] is None else f"adata.layers[{args['layer']!r}]"

@@ -120,6 +120,10 @@ class TrainingMixin:
         >>> model.train(max_epochs=1, batch_size=64, block_shuffle=True, enable_progress_bar=False)
         """
         check_train_args(max_epochs, batch_size, self.adata.n_obs)
+        plan_kwargs = {**getattr(self, "default_plan_kwargs_", {}), **(plan_kwargs or {})}
+        if not any(p.requires_grad for p in self.module.parameters()):
+            logger.info("BioJEPA: no trainable weight (a mapped query without new categories); nothing to train.")
+            return None
         if early_stopping:
             kwargs.setdefault("early_stopping_monitor", "validation_loss")
             kwargs.setdefault("check_val_every_n_epoch", 1)
