@@ -1,9 +1,10 @@
 """Train BioJEPA on 2 CPU processes (gloo DDP) and record what each rank saw and holds.
 
-Run by ``tests/model/test_scale.py`` as ``python ddp_worker.py DATA.h5ad OUT_DIR [--backed] [--block]``; Lightning
-re-runs this script for rank 1. Each rank writes ``OUT_DIR/rank{r}.pt`` (row sums of every training cell it was
-given, per epoch, and its context and target encoder weights) and ``OUT_DIR/latent{r}.npy``; rank 0 saves the
-model to ``OUT_DIR/model`` and the history to ``OUT_DIR/history.csv``.
+Run by ``tests/model/test_scale.py`` as ``python ddp_worker.py DATA.h5ad OUT_DIR [--backed] [--block]
+[--rank0-save]``; Lightning re-runs this script for rank 1. Each rank writes ``OUT_DIR/rank{r}.pt`` (row sums of every
+training cell it was given, per epoch, and its context and target encoder weights) and ``OUT_DIR/latent{r}.npy``;
+rank 0 saves the model to ``OUT_DIR/model`` (every rank calls ``save``, or with ``--rank0-save`` only the
+global-zero one) and the history to ``OUT_DIR/history.csv``.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ class RecordRows(Callback):
         self.rows.setdefault(trainer.current_epoch, []).extend(x.reshape(-1, x.shape[-1]).sum(-1).tolist())
 
 
-def main(data: str, out: str, backed: bool, block: bool) -> None:
+def main(data: str, out: str, backed: bool, block: bool, rank0_save: bool) -> None:
     scvi.settings.seed = 0
     adata = ad.read_h5ad(data, backed="r" if backed else None)
     bj.BioJEPA.setup_anndata(adata, batch_key="batch")
@@ -62,10 +63,14 @@ def main(data: str, out: str, backed: bool, block: bool) -> None:
     }
     torch.save(state, out / f"rank{rank}.pt")
     np.save(out / f"latent{rank}.npy", model.get_latent_representation())
-    model.save(str(out / "model"), overwrite=True)
+    if rank0_save:  # the Lightning idiom: only the global-zero process calls save
+        if model.trainer.is_global_zero:
+            model.save(str(out / "model"), overwrite=True)
+    else:
+        model.save(str(out / "model"), overwrite=True)
     if rank == 0:
         model.history["jepa_loss_train"].to_csv(out / "history.csv")
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], sys.argv[2], "--backed" in sys.argv, "--block" in sys.argv)
+    main(sys.argv[1], sys.argv[2], "--backed" in sys.argv, "--block" in sys.argv, "--rank0-save" in sys.argv)

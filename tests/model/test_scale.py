@@ -39,12 +39,14 @@ def h5ad_file(tmp_path_factory) -> Path:
     return path
 
 
-@pytest.mark.parametrize("mode", ["memory", "backed-block"])
+@pytest.mark.parametrize("mode", ["memory", "backed-block", "memory-rank0-save"])
 def test_ddp_two_processes(h5ad_file, tmp_path, mode):
     """2-process gloo DDP: disjoint shards covering the data, identical EMA targets, rank-0 save, same reload."""
     args = [sys.executable, str(WORKER), str(h5ad_file), str(tmp_path)]
     if mode == "backed-block":
         args += ["--backed", "--block"]
+    if mode == "memory-rank0-save":
+        args += ["--rank0-save"]
     proc = subprocess.run(args, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=False) for r in (0, 1)]

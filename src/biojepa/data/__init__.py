@@ -37,10 +37,12 @@ from ._perturbation import (
 )
 from ._sequences import Sequences, coupled_sequences, paired_sequences, sinkhorn, split_queries, time_scale
 from ._validate import (
+    check_categorical,
     check_continuous,
     check_expression,
     check_obs_keys,
     check_time,
+    check_unique_names,
     get_matrix,
     resolve_input_scale,
 )
@@ -74,10 +76,12 @@ __all__ = [
     "sinkhorn",
     "split_queries",
     "time_scale",
+    "check_categorical",
     "check_continuous",
     "check_expression",
     "check_obs_keys",
     "check_time",
+    "check_unique_names",
     "coexpression_modules",
     "gene_loadings",
     "gene_priors",

@@ -54,14 +54,19 @@ def _values(chunk) -> np.ndarray:
 
 
 def check_expression(
-    adata: AnnData, layer: str | None, allow_negative: bool = False, allow_empty_cells: bool = False
+    adata: AnnData,
+    layer: str | None,
+    allow_negative: bool = False,
+    allow_empty_cells: bool = False,
+    allow_missing_genes: bool = False,
 ) -> str:
     """Validate the expression matrix and detect its scale.
 
     Raises for an empty AnnData, NaN/inf, negative values (unless ``allow_negative``: log-scale data such as
     qPCR ΔCt, declared with ``input_scale="log"``) and all-zero cells. Returns ``"counts"`` when every value
     is a non-negative integer, else ``"log"`` (taken to be log-normalized expression). ``allow_empty_cells``
-    accepts all-zero cells (e.g. no peak of a small ATAC panel).
+    accepts all-zero cells (e.g. no peak of a small ATAC panel). ``allow_missing_genes`` accepts genes that are NaN
+    in every cell (genes a query lacks, added by :meth:`~biojepa.BioJEPA.prepare_query_anndata`).
 
     Examples
     --------
@@ -83,6 +88,15 @@ def check_expression(
     is_integer = True
     zero_cells: list[int] = []
     for start, chunk in _row_chunks(X):
+        if allow_missing_genes and not sparse.issparse(chunk) and np.issubdtype(chunk.dtype, np.floating):
+            nan = np.isnan(chunk)
+            genes = nan.any(0)
+            if genes.any() and not nan[:, genes].all():
+                raise ValueError(
+                    f"{where} has NaN in some cells of genes {list(adata.var_names[genes][:5])}; only genes missing "
+                    "in every cell (as added by `BioJEPA.prepare_query_anndata`) may be NaN."
+                )
+            chunk = chunk[:, ~genes]
         vals = _values(chunk)
         if not np.issubdtype(vals.dtype, np.number):
             raise ValueError(f"{where} has non-numeric dtype {vals.dtype}; convert it to float.")
@@ -110,7 +124,7 @@ def check_expression(
     return INPUT_SCALES.COUNTS if is_integer else INPUT_SCALES.LOG
 
 
-def resolve_input_scale(adata: AnnData, layer: str | None, input_scale: str) -> str:
+def resolve_input_scale(adata: AnnData, layer: str | None, input_scale: str, allow_missing_genes: bool = False) -> str:
     """Check the expression matrix and return the input scale, detected when ``input_scale="auto"``.
 
     Examples
@@ -127,7 +141,9 @@ def resolve_input_scale(adata: AnnData, layer: str | None, input_scale: str) -> 
     """
     if input_scale not in INPUT_SCALES:
         raise ValueError(f"`input_scale` must be one of {list(INPUT_SCALES)}, got {input_scale!r}.")
-    detected = check_expression(adata, layer, allow_negative=input_scale == INPUT_SCALES.LOG)
+    detected = check_expression(
+        adata, layer, allow_negative=input_scale == INPUT_SCALES.LOG, allow_missing_genes=allow_missing_genes
+    )
     if input_scale == INPUT_SCALES.AUTO:
         return detected
     if input_scale == INPUT_SCALES.COUNTS and detected != INPUT_SCALES.COUNTS:
@@ -211,3 +227,49 @@ def check_time(adata: AnnData, time_key: str) -> None:
             f"{list(adata.obs_names[bad][:5])}); give every observation a time (a static snapshot can take any "
             "time with its own `sample_key` value) or drop them."
         )
+
+
+def check_categorical(adata: AnnData, keys: dict[str, str | list[str] | None]) -> None:
+    """Raise a ``ValueError`` for a categorical obs column (argument name → column(s)) with missing values.
+
+    Examples
+    --------
+    >>> import anndata as ad, numpy as np, pandas as pd
+    >>> from biojepa.data import check_categorical
+    >>> adata = ad.AnnData(np.ones((2, 1)), obs=pd.DataFrame({"batch": ["x", None]}, index=["a", "b"]))
+    >>> check_categorical(adata, {"batch_key": "batch"})
+    Traceback (most recent call last):
+    ...
+    ValueError: `batch_key`: adata.obs['batch'] has 1 missing values (e.g. ['b']); fill them, e.g. ...
+    """
+    for arg, value in keys.items():
+        for key in [value] if isinstance(value, str) else value or []:
+            missing = adata.obs[key].isna().to_numpy()
+            if missing.any():
+                raise ValueError(
+                    f"`{arg}`: adata.obs[{key!r}] has {int(missing.sum())} missing values (e.g. "
+                    f"{list(adata.obs_names[missing][:5])}); fill them, e.g. `adata.obs[{key!r}] = "
+                    f"adata.obs[{key!r}].astype(str).fillna('unknown')`, or drop those cells."
+                )
+
+
+def check_unique_names(adata: AnnData) -> None:
+    """Raise a ``ValueError`` if ``adata.obs_names`` or ``adata.var_names`` has duplicates.
+
+    Examples
+    --------
+    >>> import anndata as ad, numpy as np, pandas as pd
+    >>> from biojepa.data import check_unique_names
+    >>> adata = ad.AnnData(np.ones((2, 2)), var=pd.DataFrame(index=["CD3E", "CD3E"]))
+    >>> check_unique_names(adata)
+    Traceback (most recent call last):
+    ...
+    ValueError: adata.var_names has 1 duplicated names (e.g. ['CD3E']); make them unique first, ...
+    """
+    for axis, names in (("obs", adata.obs_names), ("var", adata.var_names)):
+        duplicated = names[names.duplicated()]
+        if len(duplicated):
+            raise ValueError(
+                f"adata.{axis}_names has {len(duplicated)} duplicated names (e.g. {list(duplicated.unique()[:5])}); "
+                f"make them unique first, e.g. `adata.{axis}_names_make_unique()`."
+            )

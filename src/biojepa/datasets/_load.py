@@ -1,13 +1,13 @@
-"""Locate, verify and, where a public URL exists, download the registered data files."""
+"""Locate and verify the registered data files; download the public ones through :mod:`pooch`."""
 
-import hashlib
 import logging
 import os
 import shutil
-import tempfile
-import urllib.request
-from http.client import HTTPException
 from pathlib import Path
+from urllib.parse import urlparse
+from urllib.request import url2pathname
+
+import pooch
 
 from . import _registry
 from ._registry import DataFile
@@ -23,17 +23,10 @@ CACHE_DIR_ENV = "BIOJEPA_CACHE_DIR"
 
 PathLike = str | os.PathLike[str]
 
-_CHUNK_SIZE = 1 << 20
-_DOWNLOAD_TIMEOUT_S = 60
 
-
-def sha256sum(path: PathLike, chunk_size: int = _CHUNK_SIZE) -> str:
-    """SHA-256 hex digest of a file, read in chunks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while chunk := fh.read(chunk_size):
-            digest.update(chunk)
-    return digest.hexdigest()
+def sha256sum(path: PathLike) -> str:
+    """SHA-256 hex digest of a file (:func:`pooch.file_hash`)."""
+    return pooch.file_hash(str(path), alg="sha256")
 
 
 def _shared_data(root: Path) -> Path:
@@ -76,22 +69,13 @@ def _check(path: Path, entry: DataFile, advice: str) -> None:
         )
 
 
-def _download(url: str, entry: DataFile, dest: Path) -> None:
-    """Download ``url`` to ``dest`` atomically; nothing is left behind unless the checksum matches ``entry``."""
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
-    tmp = Path(tmp_name)
-    try:
-        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=_DOWNLOAD_TIMEOUT_S) as response:
-            shutil.copyfileobj(response, out, _CHUNK_SIZE)
-        advice = (
-            f"The file at {url} is not the registered version and was discarded; fix the URL in "
-            f"biojepa.datasets._registry or provide the file locally via {DATA_DIR_ENV}."
-        )
-        _check(tmp, entry, advice)
-        os.replace(tmp, dest)
-    finally:
-        tmp.unlink(missing_ok=True)
+def _copy_file(url: str, output_file, pooch_obj) -> None:
+    """:mod:`pooch` downloader for ``file://`` URLs (a mirror on a shared file system)."""
+    shutil.copyfile(url2pathname(urlparse(url).path), output_file)
+
+
+def _downloader(url: str):
+    return _copy_file if urlparse(url).scheme == "file" else None  # None: pooch picks HTTP, FTP or DOI
 
 
 def data_path(name: str, data_dir: PathLike | None = None) -> Path:
@@ -100,7 +84,8 @@ def data_path(name: str, data_dir: PathLike | None = None) -> Path:
     The file is looked for in ``data_dir`` if given, else in ``$BIOJEPA_DATA_DIR`` if set, else in
     ``../shared/data`` relative to the project root and to the working directory and its ancestors. Its
     SHA-256 checksum is verified on every call. If it is missing locally but has a public URL, it is
-    downloaded to the cache directory (``$BIOJEPA_CACHE_DIR`` or ``~/.cache/biojepa``) and verified there.
+    downloaded with :func:`pooch.retrieve` to the cache directory (``$BIOJEPA_CACHE_DIR`` or ``~/.cache/biojepa``),
+    which verifies it and keeps it only if the checksum matches.
 
     Parameters
     ----------
@@ -147,15 +132,22 @@ def data_path(name: str, data_dir: PathLike | None = None) -> Path:
     if entry.url is None:
         raise FileNotFoundError(f"{missing} It has no public download URL.")
     cached = cache_dir() / entry.name
-    if cached.is_file():
-        if sha256sum(cached) == entry.sha256:
-            logger.info("Loading data file %r from cache %s", entry.name, cached)
-            return cached
-        logger.warning("Cached copy %s fails its checksum; downloading it again.", cached)
-    logger.info("Downloading data file %r from %s to %s", entry.name, entry.url, cached)
+    logger.info("Fetching data file %r from %s into %s (verified against its SHA-256)", entry.name, entry.url, cached)
     try:
-        _download(entry.url, entry, cached)
-    except (OSError, HTTPException) as err:
+        path = pooch.retrieve(
+            entry.url,
+            known_hash=f"sha256:{entry.sha256}",
+            fname=cached.name,
+            path=cached.parent,
+            downloader=_downloader(entry.url),
+        )
+    except ValueError as err:  # pooch's hash mismatch: nothing is kept
+        raise ValueError(
+            f"Checksum mismatch for data file {entry.name!r} downloaded from {entry.url}: expected SHA-256 "
+            f"{entry.sha256}. The file is not the registered version and was discarded; fix the URL in "
+            f"biojepa.datasets._registry or provide the file locally via {DATA_DIR_ENV}. ({err})"
+        ) from err
+    except OSError as err:  # includes requests' connection and HTTP errors
         raise FileNotFoundError(f"{missing} Downloading it from {entry.url} failed: {err}") from err
-    logger.info("Loading data file %r from %s (downloaded from %s)", entry.name, cached, entry.url)
-    return cached
+    logger.info("Loading data file %r from %s", entry.name, path)
+    return Path(path)

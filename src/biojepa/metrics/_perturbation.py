@@ -361,6 +361,12 @@ def evaluate(
     missing = pred.var_names.difference(adata.var_names)
     if len(missing):
         raise ValueError(f"{len(missing)} genes of pred are not in adata.var_names, e.g. {list(missing[:5])}.")
+    if pred.n_vars < adata.n_vars:
+        raise ValueError(
+            f"pred covers {pred.n_vars} of adata's {adata.n_vars} genes; metrics over a subset are not comparable "
+            "with full predictions. Predict every gene, or score the subset explicitly with "
+            "`evaluate(pred, adata[:, pred.var_names], ...)`."
+        )
     X = get_matrix(adata, layer)
     cols = adata.var_names.get_indexer(pred.var_names)
     if not np.array_equal(cols, np.arange(adata.n_vars)):
@@ -372,6 +378,12 @@ def evaluate(
     index = {(cov, label): i for i, (cov, label) in enumerate(zip(cov_of, groups[PERTURBATION_COLUMN], strict=True))}
     pred_keys = condition_frame(pred.obs, perturbation_key, control_value, covariate_keys, delimiter)
     P = pred.X.toarray() if sparse.issparse(pred.X) else np.asarray(pred.X, dtype=np.float64)
+    bad = ~np.isfinite(P).all(axis=1)
+    if bad.any():
+        raise ValueError(
+            f"pred.X has NaN or infinite values in {int(bad.sum())} rows (e.g. {list(pred.obs_names[bad][:5])}); "
+            "fix or drop those predictions before scoring them."
+        )
 
     cache: dict[tuple, tuple] = {}
     rows = []

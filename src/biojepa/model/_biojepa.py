@@ -23,17 +23,23 @@ from scvi.utils import track
 
 from .._constants import EXTRA_KEYS, INPUT_SCALES, MODULE_KEYS
 from ..data import (
+    check_categorical,
     check_continuous,
     check_obs_keys,
     check_perturbation_setup,
     check_time,
+    check_unique_names,
     resolve_input_scale,
 )
 from ..module import BioJEPAModule
 from ..train import BioJEPATrainingPlan
+from ._checks import check_model_args
+from ._expression import ExpressionMixin
 from ._inputs import InputsMixin
 from ._multiomics import MultiomicsMixin
 from ._perturbation import PerturbationMixin
+from ._query import QueryMixin
+from ._save_load import SaveLoadMixin
 from ._training import TrainingMixin
 from ._trajectory import TrajectoryMixin
 
@@ -41,10 +47,13 @@ logger = logging.getLogger(__name__)
 
 
 class BioJEPA(
+    ExpressionMixin,
     InputsMixin,
     MultiomicsMixin,
     TrajectoryMixin,
     PerturbationMixin,
+    QueryMixin,
+    SaveLoadMixin,
     TrainingMixin,
     UnsupervisedTrainingMixin,
     BaseModelClass,
@@ -149,6 +158,7 @@ class BioJEPA(
         cross_modal_weight: float = 25.0,
         modality_weight: float = 1.0,
     ):
+        check_model_args(locals())
         super().__init__(adata)
         modality_kwargs = {}
         if self._multimodal:
@@ -305,6 +315,16 @@ class BioJEPA(
                 "sample_key": sample_key,
             },
         )
+        check_unique_names(adata)
+        check_categorical(
+            adata,
+            {
+                "batch_key": batch_key,
+                "categorical_covariate_keys": categorical_covariate_keys,
+                "perturbation_type_key": perturbation_type_key,
+                "sample_key": sample_key,
+            },
+        )
         if sample_key is not None and time_key is None:
             raise ValueError("`sample_key` orders a sample's observations by time: pass `time_key` with it.")
         if time_key is not None:
@@ -323,7 +343,8 @@ class BioJEPA(
                 adata, perturbation_key, control_value, combination_delimiter, dose_key, perturbation_type_key
             )
         check_continuous(adata, list(continuous_covariate_keys or []) + ([size_factor_key] if size_factor_key else []))
-        scale = resolve_input_scale(adata, layer, input_scale)
+        is_query = kwargs.get("source_registry") is not None  # a transferred setup: genes may be missing (NaN)
+        scale = resolve_input_scale(adata, layer, input_scale, allow_missing_genes=is_query)
         where = "adata.X" if layer is None else f"adata.layers[{layer!r}]"
         how = "detected" if input_scale == INPUT_SCALES.AUTO else "set by `input_scale`"
         kind = "raw counts" if scale == INPUT_SCALES.COUNTS else "log-normalized expression"

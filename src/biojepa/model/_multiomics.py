@@ -31,6 +31,7 @@ from ..data import (
     modality_priors,
     sample_rows,
 )
+from ._checks import check_data_size
 
 logger = logging.getLogger(__name__)
 
@@ -140,6 +141,7 @@ class MultiomicsMixin:
         """Per-modality scales and feature priors of the registered MuData."""
         args = self.adata_manager.registry["setup_args"]
         mods, layers = self._modality_specs()
+        check_data_size(self.adata.n_obs, self.adata.mod[mods.get("rna", next(iter(mods.values())))].n_vars)
         rows = sample_rows(self.adata.n_obs, 10_000, settings.seed or 0)
         specs, matrices = [], []
         for kind in ("rna", "protein", "atac"):

@@ -154,6 +154,9 @@ class PerturbationMixin(ReferenceMixin):
         args = self._perturbation_args()
         if isinstance(perturbations, str):
             perturbations = [perturbations]
+        perturbations = list(perturbations)
+        if not perturbations:
+            raise ValueError("`perturbations` is empty; pass one or more labels, e.g. ['SGK1', 'KLF1+MAP2K6'].")
         control, delim = str(args["control_value"]), args["combination_delimiter"]
         parsed = [parse_perturbation(p, control, delim) for p in perturbations]
         for genes in parsed:

@@ -229,6 +229,13 @@ class ReferenceMixin:
         interaction, shrunk by :func:`_interaction_shrinkage`; it is the only part decoded by the expression head
         (``shift - base``).
         """
+        if isinstance(n_control_cells, bool) or not isinstance(n_control_cells, int) or n_control_cells < 1:
+            raise ValueError(f"`n_control_cells` must be a positive integer, got {n_control_cells!r}.")
+        if dose is not None and EXTRA_KEYS.DOSE not in self.adata_manager.data_registry:
+            raise ValueError(
+                f"`dose`={dose!r} was given but the model was set up without a `dose_key`; set it up with "
+                "`setup_anndata(..., dose_key=...)` to predict doses, or leave `dose=None`."
+            )
         self.module.eval()
         dev = self.device
         out = []

@@ -8,7 +8,6 @@ from collections.abc import Sequence
 
 import numpy as np
 import torch
-import torch.distributed as dist
 from lightning.fabric.utilities.imports import _IS_INTERACTIVE
 from scvi import settings
 from scvi.model._utils import use_distributed_sampler
@@ -16,6 +15,7 @@ from torch.utils.data import DataLoader
 
 from ..data import BlockDataset, BlockSampler
 from ..train import BioJEPADataSplitter
+from ._checks import check_train_args
 
 logger = logging.getLogger(__name__)
 
@@ -56,14 +56,8 @@ def n_processes(devices, num_nodes: int = 1) -> int:
     return n * int(num_nodes)
 
 
-def _world() -> tuple[int, int]:
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_world_size(), dist.get_rank()
-    return 1, 0
-
-
 class TrainingMixin:
-    """``train`` with the DDP strategy guard and block-shuffled loading; rank-0 saving; streamed inference batches."""
+    """``train`` with the DDP strategy guard and block-shuffled loading; streamed inference batches."""
 
     _data_splitter_cls = BioJEPADataSplitter
 
@@ -125,6 +119,11 @@ class TrainingMixin:
         True
         >>> model.train(max_epochs=1, batch_size=64, block_shuffle=True, enable_progress_bar=False)
         """
+        check_train_args(max_epochs, batch_size, self.adata.n_obs)
+        plan_kwargs = {**getattr(self, "default_plan_kwargs_", {}), **(plan_kwargs or {})}
+        if not any(p.requires_grad for p in self.module.parameters()):
+            logger.info("BioJEPA: no trainable weight (a mapped query without new categories); nothing to train.")
+            return None
         if early_stopping:
             kwargs.setdefault("early_stopping_monitor", "validation_loss")
             kwargs.setdefault("check_val_every_n_epoch", 1)
@@ -168,30 +167,6 @@ class TrainingMixin:
         kwargs["datasplitter_kwargs"] = splitter_kwargs
         kwargs["shuffle_set_split"] = (not block_shuffle) if shuffle_set_split is None else shuffle_set_split
         return kwargs
-
-    def save(self, dir_path: str, *args, **kwargs) -> None:
-        """Save the model (see :meth:`scvi.model.base.BaseModelClass.save`); under DDP only rank 0 writes.
-
-        Every rank of a DDP run returns from :meth:`train` with the same weights; here rank 0 writes and the others
-        wait for it, so that a script can call ``model.save(...)`` and then load on every rank.
-
-        Examples
-        --------
-        >>> import os, tempfile, scvi, biojepa as bj
-        >>> adata = scvi.data.synthetic_iid()
-        >>> bj.BioJEPA.setup_anndata(adata)
-        >>> model = bj.BioJEPA(adata, n_latent=8)
-        >>> model.train(max_epochs=1, enable_progress_bar=False)
-        >>> with tempfile.TemporaryDirectory() as d:
-        ...     model.save(d, overwrite=True)
-        ...     os.listdir(d)
-        ['model.pt']
-        """
-        world, rank = _world()
-        if rank == 0:
-            super().save(dir_path, *args, **kwargs)
-        if world > 1:
-            dist.barrier()
 
     def _make_data_loader(
         self, adata, indices=None, batch_size=None, shuffle=False, data_loader_class=None, **data_loader_kwargs

@@ -134,6 +134,15 @@ class TrajectoryMixin:
             seq_names = [f"chain{i}" for i in range(len(seqs.lengths))]
             name_key = "chain"
         vis = list(seqs.cells.split(seqs.lengths.tolist()))
+        first = np.array([t[v.cpu().numpy()].min() for v in vis])
+        early = times_req[times_req < first.max() - 1e-9]
+        if early.size:
+            s = int(np.argmax(first))
+            raise ValueError(
+                f"`time_points` {early.tolist()} come before the first observation of {name_key} "
+                f"{seq_names[s]!r} (at {first[s]:g}); BioJEPA predicts forward from observations: ask for times from "
+                f"{first.max():g} on, or pass `indices` selecting sequences observed earlier."
+            )
         z_pred = self._predict_times(vis, z_ctx, z_tgt, t, cond, times_req, rollout_step)  # (S, Q, d)
         anchors = np.array([int(v[-1]) for v in vis])
         X = self._anchored_expression(enc, anchors, z_tgt[anchors], z_pred)  # (S, Q, G)

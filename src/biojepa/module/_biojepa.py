@@ -244,10 +244,13 @@ class BioJEPAModule(ModalityMixin, TaskSamplesMixin, BaseModuleClass):
     def normalize(self, x: torch.Tensor, size_factor: torch.Tensor | None = None) -> torch.Tensor:
         """Counts → log1p(CP10k) (library = ``size_factor`` if given); then per-gene standardize, clip ±10."""
         x = x.float()
+        missing = torch.isnan(x)  # genes a query lacks (prepare_query_anndata): read as "not measured"
+        x = torch.nan_to_num(x, nan=0.0)
         if self.input_scale == INPUT_SCALES.COUNTS:
             library = x.sum(1, keepdim=True) if size_factor is None else size_factor.view(-1, 1).float()
             x = torch.log1p(x * (1e4 / library.clamp(min=1e-8)))
-        return (x - self.gene_mean).div_(self.gene_std).clamp_(-10.0, 10.0)  # (B, G)
+        x = (x - self.gene_mean).div_(self.gene_std).clamp_(-10.0, 10.0)  # (B, G)
+        return x.masked_fill_(missing, 0.0)  # at its mean, a missing gene adds nothing to its module's token
 
     def _get_inference_input(self, tensors: dict[str, torch.Tensor]) -> dict:
         return {
