@@ -132,7 +132,7 @@ def one_run(run, seed, args, gene2go, tables) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds", type=int, nargs="+", default=list(SEEDS))
-    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
+    parser.add_argument("--methods", nargs="*", default=list(METHODS), choices=list(METHODS))
     parser.add_argument("--runs", nargs="+", default=None, help="subset of perturbench, norman_unseen_0/1, sergio")
     parser.add_argument("--epochs", type=json.loads, default={}, help="epoch budgets, e.g. '{\"GEARS\": 5}'")
     parser.add_argument("--no-baselines", dest="baselines", action="store_false")

@@ -9,6 +9,6 @@ HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 mkdir -p "$PEER_ENVS"
 rm -rf "$VENV"
 "$PYTHON" -m venv "$VENV"
-"$VENV/bin/pip" install --quiet --upgrade "pip==24.3.1" "setuptools<71" wheel
+"$VENV/bin/pip" install --quiet --upgrade "pip==24.3.1" "setuptools>=77.0.3,<81" wheel
 # torch must stay the CPU build: an unpinned torch pulls the CUDA wheels.
 PIP=("$VENV/bin/pip" install -c "$HERE/constraints-cpu.txt")
