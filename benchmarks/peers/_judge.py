@@ -116,4 +116,3 @@ def agreement(ours: pd.DataFrame, theirs: pd.DataFrame) -> pd.DataFrame:
     for metric in ("l1", "l2"):
         merged[f"ce_discrimination_{metric}"] = 1 - merged[f"ce_discrimination_{metric}"]
     return merged
-

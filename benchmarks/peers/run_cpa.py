@@ -11,6 +11,9 @@ counterfactual predictions of its ``ood`` cells. Without SMILES, ``CPA.pert_smil
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import anndata as ad
 import numpy as np
 from _adapter import COV, KEY, write_prediction
@@ -25,6 +28,8 @@ def main() -> None:
 
     scvi.settings.seed = args.seed
     adata = ad.read_h5ad(args.input)
+    os.chdir(Path(args.output).resolve().parent)  # CPA writes CPA_info.json and history.csv to the working directory
+    args.output = Path(args.output).resolve().name
     adata.uns.pop("requests")
     adata.obs[KEY] = adata.obs[KEY].astype(str)
     adata.obs[COV] = adata.obs[COV].astype(str)
