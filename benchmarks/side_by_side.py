@@ -168,7 +168,7 @@ def main() -> None:
             rows = tables[key]
             frame = pd.concat(rows, ignore_index=True) if rows and isinstance(rows[0], pd.DataFrame) else None
             frame = pd.DataFrame(rows) if frame is None else frame
-            if args.append and path.exists():
+            if args.append and path.exists() and path.stat().st_size > 1:  # an empty table is written as "\n"
                 frame = pd.concat([pd.read_csv(path), frame], ignore_index=True)
             frame.to_csv(path, index=False)
         print(f"total {time.time() - start:.0f} s")

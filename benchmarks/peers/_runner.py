@@ -51,6 +51,11 @@ class Timer:
 
 def cost(seconds: float, epochs: float, n_cells: int) -> dict:
     """Training cost: seconds, epochs run, training cells, cells/s (cells x epochs / s) and peak RSS in MiB."""
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB; on Linux kept across exec from the parent
+    try:  # VmHWM: this process image's own peak (reset at exec)
+        with open("/proc/self/status") as f:
+            peak = next(int(line.split()[1]) for line in f if line.startswith("VmHWM")) / 1024
+    except (OSError, StopIteration):
+        pass
     return {"train_seconds": seconds, "epochs": epochs, "n_train_cells": n_cells,
             "cells_per_s": n_cells * epochs / max(seconds, 1e-9), "peak_rss_mib": peak}  # fmt: skip
