@@ -7,7 +7,8 @@ one adapter ``benchmarks/peers/_adapter.py``. Predictions are scored by :func:`b
 cell-eval (``benchmarks/peers/_judge.py``); the split-half ceiling (mean of half of the observed cells) is scored
 the same way. A peer that is not installed, fails or times out is recorded with its error and skipped.
 
-Run (about an hour on 2 cores)::
+Run (the peers at their default epoch counts take about an hour per seed on 2 cores; the page's numbers used the
+reduced budgets and seeds listed in ``docs/benchmarks.md``, "Peers side by side")::
 
     OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 NUMBA_NUM_THREADS=1 python benchmarks/side_by_side.py --seeds 0 1 2 \
         --out benchmarks/results/peers.md
