@@ -1,0 +1,89 @@
+"""Format round trip of the peers' adapter (benchmarks/peers/_adapter.py) on a tiny AnnData, no peer installed."""
+
+import sys
+from pathlib import Path
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parents[1] / "benchmarks" / "peers"))
+from _adapter import canonical, from_peer, from_peer_label, to_peer, to_peer_label, write_prediction
+
+
+@pytest.fixture
+def canon() -> ad.AnnData:
+    labels = ["control"] * 4 + ["A"] * 3 + ["B"] * 3 + ["A+B"] * 2 + ["control"] * 2 + ["A"] * 2
+    types = ["k562"] * 12 + ["hek"] * 4
+    rng = np.random.default_rng(0)
+    adata = ad.AnnData(rng.random((16, 4)).astype(np.float32),
+                       obs=pd.DataFrame({"condition": labels, "cell_type": types}, index=[f"c{i}" for i in range(16)]),
+                       var=pd.DataFrame(index=["A", "G1", "G2", "G3"]))  # fmt: skip
+    held_out = (adata.obs["condition"] == "A+B").to_numpy()
+    return canonical(adata, ~held_out, [("A+B", "k562"), ("B", "hek"), ("C", "k562")])
+
+
+@pytest.mark.parametrize(
+    ("label", "peer", "native"),
+    [("A", "gears", "A+ctrl"), ("A+B", "gears", "A+B"), ("control", "gears", "ctrl"), ("A", "cpa", "A"),
+     ("control", "cpa", "ctrl"), ("A+B", "scgen", "A+B"), ("control", "biojepa", "control")],
+)  # fmt: skip
+def test_labels_round_trip(label, peer, native):
+    assert to_peer_label(label, peer) == native
+    assert from_peer_label(native, peer) == label
+
+
+def test_gears_prediction_keys_and_ctrl_first():
+    assert from_peer_label("A_B", "gears") == "A+B"
+    assert from_peer_label("ctrl+A", "gears") == "A"
+
+
+def test_canonical_keeps_training_cells_and_requests(canon):
+    assert canon.n_obs == 14 and "A+B" not in set(canon.obs["condition"])
+    assert list(canon.uns["requests"]["condition"]) == ["A+B", "B", "C"]
+
+
+def test_gears_input(canon):
+    gene2go = pd.DataFrame({"symbol": ["A", "A", "B"], "go_id": ["GO:1", "GO:2", "GO:1"]})
+    gears = to_peer(canon, "gears", gene2go=gene2go)
+    assert set(gears.obs["condition"]) == {"ctrl", "A+ctrl", "B+ctrl"}
+    assert list(gears.var["gene_name"]) == ["A", "G1", "G2", "G3"]
+    assert list(gears.uns["requests"]["condition"]) == ["A+B", "B+ctrl", "C+ctrl"]
+    go = gears.uns["gene2go"]
+    assert set(go.loc[go.symbol == "A", "go_id"]) == {"GO:1", "GO:2"}
+    assert set(go.loc[go.symbol == "C", "go_id"]) == {"own:C"}  # no annotation: a term of its own
+    assert hasattr(gears.X, "tocsr")
+
+
+def test_cpa_input_adds_counterfactual_controls(canon):
+    cpa = to_peer(canon, "cpa", seed=0)
+    train = cpa[cpa.obs["split"] != "ood"]
+    assert train.n_obs == canon.n_obs and set(train.obs["split"]) == {"train", "valid"}
+    ood = cpa[cpa.obs["split"] == "ood"].obs
+    # A+B in k562 (4 control cells) and B in hek (2); C was never perturbed in training, so CPA gets no cells
+    assert ood.groupby(["condition", "cell_type"], observed=True).size().to_dict() == {("A+B", "k562"): 4,
+                                                                                      ("B", "hek"): 2}  # fmt: skip
+    assert set(cpa.obs.loc[cpa.obs["condition"] == "A+B", "dose"]) == {"1+1"}
+    assert set(cpa.obs.loc[cpa.obs["condition"] == "ctrl", "dose"]) == {"1"}
+    ctrl_k562 = canon[(canon.obs["condition"] == "control").to_numpy() & (canon.obs["cell_type"] == "k562").to_numpy()]
+    np.testing.assert_array_equal(cpa[ood.index[ood["condition"] == "A+B"]].X, ctrl_k562.X)
+
+
+def test_prediction_round_trip(canon, tmp_path):
+    X = np.arange(8, dtype=np.float32).reshape(2, 4)
+    spent = {"train_seconds": 2.0, "epochs": 4, "n_train_cells": 14, "cells_per_s": 28.0, "peak_rss_mib": 1}
+    write_prediction(tmp_path / "pred.h5ad", ["A+B", "B+ctrl"], ["k562", "hek"], X, canon.var_names, spent)
+    pred = from_peer(ad.read_h5ad(tmp_path / "pred.h5ad"), "gears", canon)
+    assert list(pred.obs["condition"]) == ["A+B", "B"] and list(pred.obs["cell_type"]) == ["k562", "hek"]
+    np.testing.assert_allclose(pred.X, X)
+    Xc = np.asarray(canon.X, dtype=np.float64)
+    ctrl_hek = Xc[(canon.obs["condition"] == "control").to_numpy() & (canon.obs["cell_type"] == "hek").to_numpy()]
+    np.testing.assert_allclose(pred.layers["delta"][1], X[1] - ctrl_hek.mean(0), rtol=1e-5)
+    assert pred.uns["cost"]["cells_per_s"] == 28.0
+
+
+def test_prediction_of_an_unrequested_label_is_refused(canon, tmp_path):
+    write_prediction(tmp_path / "pred.h5ad", ["A"], ["k562"], np.zeros((1, 4)), canon.var_names, {})
+    with pytest.raises(KeyError, match="not requested"):
+        from_peer(ad.read_h5ad(tmp_path / "pred.h5ad"), "cpa", canon)
