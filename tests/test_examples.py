@@ -8,7 +8,19 @@ import pytest
 
 import biojepa as bj
 
-MODULES = [bj, bj.data, bj.nn, bj.pl, bj.metrics, bj.baselines, bj.datasets, bj.train, bj.module, bj.masks]
+MODULES = [
+    bj,
+    bj.data,
+    bj.nn,
+    bj.pl,
+    bj.metrics,
+    bj.baselines,
+    bj.datasets,
+    bj.train,
+    bj.module,
+    bj.masks,
+    bj.perturbation,
+]
 
 
 def _public():

@@ -1,13 +1,5 @@
 """Data checks and per-gene preprocessing shared by the model."""
 
-from ._context import (
-    CovariateGroup,
-    covariate_groups,
-    interaction_shrinkage,
-    kernel_weights,
-    loo_temperature,
-    select_groups,
-)
 from ._genes import (
     coexpression_modules,
     gene_loadings,
@@ -28,13 +20,6 @@ from ._modalities import (
     present_rows,
 )
 from ._ondisk import write_shuffled_h5ad
-from ._perturbation import (
-    PerturbationTables,
-    check_perturbation_setup,
-    ordered_genes,
-    parse_dose,
-    perturbation_tables,
-)
 from ._sequences import Sequences, coupled_sequences, paired_sequences, sinkhorn, split_queries, time_scale
 from ._validate import (
     check_continuous,
@@ -46,12 +31,6 @@ from ._validate import (
 )
 
 __all__ = [
-    "CovariateGroup",
-    "covariate_groups",
-    "interaction_shrinkage",
-    "kernel_weights",
-    "loo_temperature",
-    "select_groups",
     "MODALITY_LAYERS",
     "Modality",
     "check_modalities",
@@ -63,11 +42,6 @@ __all__ = [
     "BlockSampler",
     "row_runs",
     "write_shuffled_h5ad",
-    "PerturbationTables",
-    "check_perturbation_setup",
-    "ordered_genes",
-    "parse_dose",
-    "perturbation_tables",
     "Sequences",
     "coupled_sequences",
     "paired_sequences",
