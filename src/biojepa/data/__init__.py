@@ -21,6 +21,7 @@ from ._modalities import (
 )
 from ._ondisk import write_shuffled_h5ad
 from ._sequences import Sequences, coupled_sequences, paired_sequences, sinkhorn, split_queries, time_scale
+from ._splits import PROTOCOLS, PerturbationSplit, split_perturbations
 from ._validate import (
     check_continuous,
     check_expression,
@@ -42,6 +43,9 @@ __all__ = [
     "BlockSampler",
     "row_runs",
     "write_shuffled_h5ad",
+    "PROTOCOLS",
+    "PerturbationSplit",
+    "split_perturbations",
     "Sequences",
     "coupled_sequences",
     "paired_sequences",
