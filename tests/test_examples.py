@@ -20,6 +20,7 @@ MODULES = [
     bj.module,
     bj.masks,
     bj.perturbation,
+    bj.tl,
 ]
 
 
