@@ -51,7 +51,8 @@ def covariate_groups(
     control, delimiter
         Control label and combination delimiter.
     types
-        Perturbation type of every cell, or ``None``.
+        Perturbation type of every cell, or ``None``. A group's types are those of its perturbed cells, or of its
+        control cells when it has none (a new context given by its control cells).
 
     Examples
     --------
@@ -83,7 +84,8 @@ def covariate_groups(
             elif len(genes) > 1:
                 group.combinations.append(genes)
         if types is not None:
-            group.types = list(pd.Series(types[rows[~is_ctrl]]).value_counts().index)
+            typed = rows[~is_ctrl] if (~is_ctrl).any() else rows  # a group of control cells only: their type
+            group.types = list(pd.Series(types[typed]).value_counts().index)
         groups[values] = group
     return groups
 
