@@ -101,6 +101,9 @@ def test_perturbation_in_a_line_where_it_was_never_observed(screen_factory):
     assert pred.shape[0] == 1 and np.isfinite(pred.X).all() and (pred.X >= 0).all()  # counts scale
     ctrl = adata[(adata.obs.condition == "control") & (adata.obs.line == "L2")].X.mean(0)
     np.testing.assert_allclose(pred.X[0] - pred.layers["delta"][0], ctrl, rtol=1e-4)
+    # anchored on g2's residual in L1, where it was observed: its own block (genes 30-39) goes up
+    delta = pred.layers["delta"][0]
+    assert delta[30:40].mean() > 0 and delta[30:40].mean() > 3 * np.abs(delta[50:60]).mean()
 
 
 def test_embedding_and_retrieval(trained):

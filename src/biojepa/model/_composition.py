@@ -40,6 +40,25 @@ class CompositionMixin(ReferenceMixin):
         head, std = self.module.expression_head, self.module.gene_std.double()
         return ((head(z_ctrl + shift).mean(0) - head(z_ctrl).mean(0)).double() * std).cpu().numpy()
 
+    def _state(self, adata: AnnData, group: CovariateGroup, perturbation_type, n_control_cells: int, seed: int) -> dict:
+        """A group's control profile, context vector and perturbation-type code."""
+        prof = self._profile(adata, group, n_control_cells, seed)
+        z0 = torch.as_tensor(prof["z0"][None], device=self.device)
+        with torch.inference_mode():
+            context = self.module.perturbation_context(z0, **self._group_tensors(adata, group))
+        ptype = self._type_code(group, perturbation_type)
+        z_ctrl = torch.as_tensor(prof["z_ctrl"], device=self.device)
+        return {**prof, "group": group, "context": context, "ptype": ptype, "z_ctrl_t": z_ctrl, "residuals": {}}
+
+    def _residual(self, adata: AnnData, state: dict, gene: str) -> np.ndarray:
+        """Observed change of a single minus the decoding of its learned effect, in the group of ``state``."""
+        if gene not in state["residuals"]:
+            group = state["group"]
+            single = self._effect(group, state["context"], Perturbation((gene,)), state["ptype"])["shift"]
+            observed = self._mean_log_expression(adata, group.singles[gene]) - state["log_ctrl_mean"]
+            state["residuals"][gene] = observed - self._decode(state["z_ctrl_t"], single)
+        return state["residuals"][gene]
+
     def _compose(
         self,
         adata: AnnData,
@@ -50,49 +69,60 @@ class CompositionMixin(ReferenceMixin):
         seed: int,
         anchor: bool = True,
         observed: bool = False,
+        every: list[CovariateGroup] | None = None,
     ) -> list[dict]:
         """Per (group, perturbation): the latent shift, the change of mean log expression and its source.
 
-        ``anchor``: a gene observed alone in the group (without a registered dose) contributes, besides its decoded
-        learned effect, the residual of that decoding against its observed change, so a seen single returns its
-        observed change and a combination of seen singles starts from the additive combination of observed changes
-        (plus what the model adds: the interaction and the decoder's non-additivity). ``observed``: a perturbation
-        observed in the group returns its observed mean change.
+        ``anchor``: a gene observed alone (without a registered dose) contributes, besides its decoded learned
+        effect, the residual of that decoding against its observed change: in the group itself when observed there
+        (so a seen single returns its observed change and a combination of seen singles starts from the additive
+        combination of observed changes, plus what the model adds: the interaction and the decoder's
+        non-additivity), else the mean residual over the groups of ``every`` where it was observed alone.
+        ``observed``: a perturbation observed in the group returns its observed mean change.
         """
         self.module.eval()
         anchor = anchor and self.module.condition_dose is None
+        states: dict[tuple, dict] = {}
+
+        def state(group):
+            if group.values not in states:
+                states[group.values] = self._state(adata, group, perturbation_type, n_control_cells, seed)
+            return states[group.values]
+
         out = []
         for group in groups:
-            prof = self._profile(adata, group, n_control_cells, seed)
-            z0 = torch.as_tensor(prof["z0"][None], device=self.device)
-            z_ctrl = torch.as_tensor(prof["z_ctrl"], device=self.device)
-            with torch.inference_mode():
-                context = self.module.perturbation_context(z0, **self._group_tensors(adata, group))
-            ptype = self._type_code(group, perturbation_type) if perturbations else None
-            residual: dict[str, np.ndarray] = {}
-
-            def observed_change(rows, ctrl_mean=prof["log_ctrl_mean"]):
-                return self._mean_log_expression(adata, rows) - ctrl_mean
-
+            own = state(group)
             for p in perturbations:
-                shift = torch.zeros_like(z0)
+                shift = own["context"].new_zeros(1, self.module.n_latent)
                 d_log, source = np.zeros(adata.n_vars), PREDICTED
                 if p.genes:
-                    shift = self._effect(group, context, p, ptype)["shift"]
-                    d_log = self._decode(z_ctrl, shift)
+                    shift = self._effect(group, own["context"], p, own["ptype"])["shift"]
+                    d_log = self._decode(own["z_ctrl_t"], shift)
                     for gene in p.genes if anchor else ():
-                        if gene in group.singles and gene not in residual:
-                            single = self._effect(group, context, Perturbation((gene,)), ptype)["shift"]
-                            residual[gene] = observed_change(group.singles[gene]) - self._decode(z_ctrl, single)
-                        d_log = d_log + residual.get(gene, 0.0)
+                        d_log = d_log + self._anchor(adata, own, gene, every or [], state)
                     if anchor and len(p.genes) == 1 and p.genes[0] in group.singles:
                         source = OBSERVED  # decoded effect and its residual: the observed change
                     if observed and p.genes in group.observed:
-                        d_log, source = observed_change(group.observed[p.genes]), OBSERVED
+                        change = self._mean_log_expression(adata, group.observed[p.genes]) - own["log_ctrl_mean"]
+                        d_log, source = change, OBSERVED
+                prof = {k: own[k] for k in ("z_ctrl", "z0", "log_ctrl_mean")}
                 out.append(
                     {"group": group, "perturbation": p, "shift": shift, "d_log": d_log, "source": source, **prof}
                 )
         return out
+
+    def _anchor(self, adata: AnnData, own: dict, gene: str, every: list[CovariateGroup], state) -> np.ndarray | float:
+        """Residual of ``gene`` in its own group, else its mean residual over the other groups that observed it."""
+        if gene in own["group"].singles:
+            return self._residual(adata, own, gene)
+        others = []
+        for group in every:
+            if gene in group.singles and group.values != own["group"].values:
+                try:
+                    others.append(self._residual(adata, state(group), gene))
+                except ValueError:  # e.g. a group whose perturbation type is ambiguous: not used
+                    continue
+        return np.mean(others, axis=0) if others else 0.0
 
     # ------------------------------------------------------------------ interaction strength
     def _after_training(self) -> None:
@@ -120,7 +150,7 @@ class CompositionMixin(ReferenceMixin):
             dose_codes = np.asarray(self.get_from_registry(self.adata, EXTRA_KEYS.DOSE)).ravel()
         if EXTRA_KEYS.PERTURBATION_TYPE in registry:
             type_codes = np.asarray(self.get_from_registry(self.adata, EXTRA_KEYS.PERTURBATION_TYPE)).ravel()
-        adata, groups = self._reference(None, None)
+        adata, groups, _ = self._reference(None, None)
         residuals, interactions = [], []
         for group in groups:
             z0 = torch.as_tensor(self._target_latent(adata, group.control).mean(0)[None], device=self.device)

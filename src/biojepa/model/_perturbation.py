@@ -111,8 +111,10 @@ class PerturbationMixin(CompositionMixin):
         self._check_if_trained(warn=True)
         setup = self._setup()
         parsed = self._parse_requests(perturbations, dose)
-        adata, groups = self._reference(adata, covariates)
-        results = self._compose(adata, groups, parsed, perturbation_type, n_control_cells, seed, anchor, observed)
+        adata, groups, every = self._reference(adata, covariates)
+        results = self._compose(
+            adata, groups, parsed, perturbation_type, n_control_cells, seed, anchor, observed, every
+        )
         X, delta, latents, obs = [], [], [], []
         for r in results:
             d_log = r["d_log"]
@@ -196,7 +198,7 @@ class PerturbationMixin(CompositionMixin):
             perturbations = sorted({setup.parse(x).label(setup.delimiter, setup.control_value) for x in labels})
             perturbations = [p for p in perturbations if p != setup.control_value]
         parsed = self._parse_requests(perturbations)
-        adata, groups = self._reference(adata, covariates)
+        adata, groups, _ = self._reference(adata, covariates)
         results = self._compose(adata, groups, parsed, perturbation_type, n_control_cells, 0, anchor=False)
         shifts = np.vstack([r["shift"].cpu().numpy() for r in results]).astype(np.float32)
         obs = [(r["perturbation"].label(setup.delimiter, setup.control_value), *r["group"].values) for r in results]
@@ -262,7 +264,7 @@ class PerturbationMixin(CompositionMixin):
                 raise ValueError(f"The query cells span {len(values)} covariate groups of {cov_keys}; pass one group.")
             covariates = dict(zip(cov_keys, values.iloc[0], strict=True))
         emb = self.get_perturbation_embedding(perturbations, covariates, reference, perturbation_type)
-        ref, groups = self._reference(reference, covariates)
+        ref, groups, _ = self._reference(reference, covariates)
         z_ctrl = self._target_latent(ref, groups[0].control).mean(0)
         shift = self._target_latent(query, np.arange(query.n_obs)).mean(0) - z_ctrl
         cand = np.asarray(emb.X, dtype=np.float64)

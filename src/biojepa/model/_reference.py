@@ -161,8 +161,10 @@ class ReferenceMixin:
         view.var_names = adata.var_names.copy()
         return self._validate_internal(view)
 
-    def _reference(self, adata: AnnData | None, covariates: Mapping | None) -> tuple[AnnData, list[CovariateGroup]]:
-        """Encodable reference cells and the covariate groups (with control cells) matching ``covariates``."""
+    def _reference(
+        self, adata: AnnData | None, covariates: Mapping | None
+    ) -> tuple[AnnData, list[CovariateGroup], list[CovariateGroup]]:
+        """Encodable reference cells, the covariate groups (with control cells) matching ``covariates``, and all."""
         setup = self._setup()
         pkey = setup.perturbation_key
         if adata is None:
@@ -182,7 +184,7 @@ class ReferenceMixin:
             adata = self._encodable(adata)
         groups = covariate_groups(labels, frame[cov_keys], setup.control_value, setup.delimiter, types)
         selected = select_groups(list(groups), cov_keys, covariates)
-        return adata, [groups[v] for v in selected]
+        return adata, [groups[v] for v in selected], [groups[v] for v in sorted(groups)]
 
     # ------------------------------------------------------------------ tensors of a group
     def _group_tensors(self, adata: AnnData, group: CovariateGroup) -> dict:
