@@ -11,16 +11,20 @@ Splits (every method is fitted on the same training cells and scored by :func:`b
   predicted by BioJEPA: the one measured gene (TMSB4X) and the 9 genes also perturbed in the McFaline lines (their
   learned tokens come from CRISPRi data there). These 10 genes are split into 2 folds (seeded); each fold removes
   every Norman cell whose perturbation contains a fold gene (singles and doubles).
-- ``sergio_doubles`` / ``sergio_unseen_singles`` (``--sergio``): the 2,000-gene sergio-rs screen of
-  ``benchmarks/simulate_screen.py`` (log1p-normalized): 24 doubles whose singles are seen, and 12 knocked-out genes
-  removed entirely (all their conditions), in one training run. For held-out singles the known network adds a
-  ground-truth score: AUROC of ``|predicted delta|`` for the knocked-out gene's downstream genes.
+- ``mcfaline_new_line`` (``--new-line``): one glioma line left out of training entirely (protocol
+  ``unseen_context``); its knockouts are predicted from its control cells, given at prediction.
+- ``sergio_doubles_interacting`` / ``sergio_doubles_other`` / ``sergio_unseen_singles`` (``--sergio``): the
+  2,000-gene sergio-rs screen of ``benchmarks/simulate_screen.py`` with 200 doubles, half picked for a large true
+  interaction (log1p-normalized); 20 % of the doubles whose singles are seen (protocol ``combo_seen2``) and 10 % of
+  the single genes (``unseen_single``) held out, in one training run. For held-out singles the known network adds a
+  ground-truth score: AUROC of ``|predicted delta|`` for the knocked-out gene's downstream genes; for held-out
+  doubles, the fit change(AB) ≈ c_A change(A) + c_B change(B) of prediction and truth, and the interaction calls.
 
 Metrics: mean over the held-out perturbations of each split, then mean ± sd over the seeds. The Norman doubles'
 predicted interaction (prediction − additive) is compared with Norman's genetic-interaction fits.
 
-Run ``python benchmarks/perturbation.py --seeds 0 1 2 --epochs 50 --sergio --out benchmarks/results/perturbation.md``
-(about 21 minutes on 2 cores).
+Run ``python benchmarks/perturbation.py --seeds 0 1 2 --epochs 50 --new-line --sergio --out
+benchmarks/results/perturbation.md`` (about 20 minutes per seed on 2 cores without ``--sergio``).
 """
 
 from __future__ import annotations
