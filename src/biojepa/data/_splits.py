@@ -18,7 +18,7 @@ PROTOCOLS = ("combo_seen0", "combo_seen1", "combo_seen2", "unseen_single", "unse
 class PerturbationSplit:
     """Cells to train on and to test on, from one protocol and seed.
 
-    Attributes
+    Parameters
     ----------
     protocol, seed
         How the split was drawn.

@@ -80,7 +80,7 @@ class PerturbationSetup:
 
     Built once from the registry with :meth:`from_registry`; the model's module and every prediction read it.
 
-    Attributes
+    Parameters
     ----------
     perturbation_key, control_value, delimiter
         Column of perturbation labels, the control label and the combination delimiter.

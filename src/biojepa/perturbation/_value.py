@@ -23,7 +23,7 @@ CONTROL_ALIASES = ("ctrl",)
 class Perturbation:
     """A set of perturbed genes with their doses and the perturbation type.
 
-    Attributes
+    Parameters
     ----------
     genes
         Sorted, distinct gene names; empty for control.
