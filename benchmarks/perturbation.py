@@ -11,16 +11,20 @@ Splits (every method is fitted on the same training cells and scored by :func:`b
   predicted by BioJEPA: the one measured gene (TMSB4X) and the 9 genes also perturbed in the McFaline lines (their
   learned tokens come from CRISPRi data there). These 10 genes are split into 2 folds (seeded); each fold removes
   every Norman cell whose perturbation contains a fold gene (singles and doubles).
-- ``sergio_doubles`` / ``sergio_unseen_singles`` (``--sergio``): the 2,000-gene sergio-rs screen of
-  ``benchmarks/simulate_screen.py`` (log1p-normalized): 24 doubles whose singles are seen, and 12 knocked-out genes
-  removed entirely (all their conditions), in one training run. For held-out singles the known network adds a
-  ground-truth score: AUROC of ``|predicted delta|`` for the knocked-out gene's downstream genes.
+- ``mcfaline_new_line`` (``--new-line``): one glioma line left out of training entirely (protocol
+  ``unseen_context``); its knockouts are predicted from its control cells, given at prediction.
+- ``sergio_doubles_interacting`` / ``sergio_doubles_other`` / ``sergio_unseen_singles`` (``--sergio``): the
+  2,000-gene sergio-rs screen of ``benchmarks/simulate_screen.py`` with 200 doubles, half picked for a large true
+  interaction (log1p-normalized); 20 % of the doubles whose singles are seen (protocol ``combo_seen2``) and 10 % of
+  the single genes (``unseen_single``) held out, in one training run. For held-out singles the known network adds a
+  ground-truth score: AUROC of ``|predicted delta|`` for the knocked-out gene's downstream genes; for held-out
+  doubles, the fit change(AB) ≈ c_A change(A) + c_B change(B) of prediction and truth, and the interaction calls.
 
 Metrics: mean over the held-out perturbations of each split, then mean ± sd over the seeds. The Norman doubles'
 predicted interaction (prediction − additive) is compared with Norman's genetic-interaction fits.
 
-Run ``python benchmarks/perturbation.py --seeds 0 1 2 --epochs 50 --sergio --out benchmarks/results/perturbation.md``
-(about 21 minutes on 2 cores).
+Run ``python benchmarks/perturbation.py --seeds 0 1 2 --epochs 50 --new-line --sergio --out
+benchmarks/results/perturbation.md`` (about 20 minutes per seed on 2 cores without ``--sergio``).
 """
 
 from __future__ import annotations
@@ -41,6 +45,7 @@ import scvi
 
 import biojepa as bj
 from biojepa.baselines import Additive, Linear, NoChange, TrainMean
+from biojepa.tl import InteractionFit, call_interaction, fit_interaction
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _common import cpu_model, quiet
@@ -60,8 +65,12 @@ def _genes(label: str) -> set[str]:
 MODEL_KWARGS: dict = {}
 
 
-def _fit_predict(train, full, requests, seed, epochs, setup_kwargs, extra=None) -> list[pd.DataFrame]:
-    """Train BioJEPA and the baselines on ``train``; score predictions of ``requests`` [(split, label, group)]."""
+def _fit_predict(train, full, requests, seed, epochs, setup_kwargs, extra=None, reference=None) -> list[pd.DataFrame]:
+    """Train BioJEPA and the baselines on ``train``; score predictions of ``requests`` [(split, label, group)].
+
+    ``reference``: control cells of a context absent from ``train``, given to BioJEPA at prediction (``adata=``) and
+    added to the baselines' fitting data (so they know its control mean; they borrow its deltas from other contexts).
+    """
     scvi.settings.seed = seed
     a = train.copy()
     bj.BioJEPA.setup_anndata(a, perturbation_key=KEY, control_value=CONTROL, **setup_kwargs)
@@ -70,7 +79,10 @@ def _fit_predict(train, full, requests, seed, epochs, setup_kwargs, extra=None) 
     model.train(max_epochs=epochs, enable_progress_bar=False)
     seconds = time.time() - start
     cov_keys = list(setup_kwargs.get("categorical_covariate_keys") or [])
-    methods = {"BioJEPA": None} | {name: cls().fit(train, KEY, CONTROL, cov_keys) for name, cls in BASELINES.items()}
+    base_data = train if reference is None else ad.concat([train, reference])
+    methods = {"BioJEPA": None} | {
+        name: cls().fit(base_data, KEY, CONTROL, cov_keys) for name, cls in BASELINES.items()
+    }
     out, preds = [], {}
     frame = pd.DataFrame(requests, columns=["split", "label", "group"])
     for name, method in methods.items():
@@ -80,12 +92,13 @@ def _fit_predict(train, full, requests, seed, epochs, setup_kwargs, extra=None) 
             parts = []
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
+                kw = {"adata": reference} if (method is None and reference is not None) else {}
                 try:
-                    parts.append(predictor.predict_perturbation(list(reqs["label"]), covariates=covariates))
+                    parts.append(predictor.predict_perturbation(list(reqs["label"]), covariates=covariates, **kw))
                 except ValueError:  # a gene without token/embedding: predict one by one, skip what cannot be
                     for label in reqs["label"]:
                         try:
-                            parts.append(predictor.predict_perturbation(label, covariates=covariates))
+                            parts.append(predictor.predict_perturbation(label, covariates=covariates, **kw))
                         except ValueError:
                             continue
             if not parts:
@@ -128,6 +141,22 @@ def perturbench(seed: int, epochs: int) -> tuple[list[pd.DataFrame], dict]:
         res, _ = _fit_predict(full[~drop].copy(), full, reqs, seed, epochs, setup)
         results += res
     return results, preds
+
+
+def new_line(seed: int, epochs: int) -> list[pd.DataFrame]:
+    """A McFaline glioma line never seen in training (protocol ``unseen_context``): its knockouts predicted from its
+    control cells, given at prediction."""
+    full = bj.datasets.perturbench_devel()
+    setup = {"categorical_covariate_keys": [COV], "perturbation_type_key": "perturbation_type"}
+    mcf = (full.obs["dataset"] == "mcfaline23").to_numpy()
+    split = bj.data.split_perturbations(full[mcf], KEY, CONTROL, "unseen_context", seed=seed, context_key=COV)
+    (line,) = split.held_out
+    inside = mcf & (full.obs[COV] == line).to_numpy()
+    reference = full[inside & (full.obs[KEY] == CONTROL).to_numpy()].copy()
+    labels = sorted(set(full.obs.loc[inside, KEY]) - {CONTROL})
+    requests = [("mcfaline_new_line", p, line) for p in labels]
+    results, _ = _fit_predict(full[~inside].copy(), full, requests, seed, epochs, setup, reference=reference)
+    return results
 
 
 def norman_double_loo(seed: int, epochs: int) -> tuple[list[pd.DataFrame], dict]:
@@ -174,13 +203,20 @@ def gi_agreement(preds_by_seed: list[dict]) -> pd.DataFrame:
             "Norman c_second": gi.loc[name, "coef_second"],
         }
         row["observed c_first"], row["observed c_second"] = np.linalg.lstsq(design, observed, rcond=None)[0]
+        ca, cb, r = gi.loc[name, ["coef_first", "coef_second", "corr_fit"]]
+        norman_fit = InteractionFit(
+            ca, cb, np.hypot(ca, cb) / np.sqrt(2), max(abs(ca), abs(cb)) / min(abs(ca), abs(cb)), r
+        )
+        row["Norman call"] = call_interaction(norman_fit)
+        row["observed call"] = call_interaction(fit_interaction(observed, design[:, 0], design[:, 1]))
         for method in ("BioJEPA", "Additive", "Linear"):
-            coefs, corr = [], []
+            coefs, corr, deltas = [], [], []
             for preds in preds_by_seed:
                 pred = preds.get((method, double, "k562"))
                 if pred is None:
                     continue
                 delta = np.asarray(pred.layers["delta"])[0]
+                deltas.append(delta)
                 coefs.append(np.linalg.lstsq(design, delta, rcond=None)[0])
                 inter = delta - design.sum(1)
                 if np.abs(inter[de]).max() > 1e-4:
@@ -189,36 +225,47 @@ def gi_agreement(preds_by_seed: list[dict]) -> pd.DataFrame:
                 c = np.mean(coefs, 0)
                 row[f"{method} c_first"], row[f"{method} c_second"] = c
                 row[f"{method} interaction r"] = np.mean(corr) if corr else np.nan
+                row[f"{method} call"] = call_interaction(
+                    fit_interaction(np.mean(deltas, 0), design[:, 0], design[:, 1])
+                )
         rows.append(row)
     return pd.DataFrame(rows).set_index("double")
 
 
-def sergio(seed: int, epochs: int) -> list[pd.DataFrame]:
-    """Held-out doubles and unseen (leave-gene-out) singles on the simulated 2,000-gene screen."""
+SIM_ARGS = ["--n-doubles", "200", "--cells-per-condition", "80", "--no-clean-layer"]
+
+
+def sergio(seed: int, epochs: int, path: Path | None = None) -> tuple[list[pd.DataFrame], pd.DataFrame]:
+    """Held-out doubles (protocol ``combo_seen2``) and unseen singles (``unseen_single``) on the simulated screen.
+
+    The screen: 2,000 genes, 120 singles, 200 doubles (half picked for a large true interaction), 80 cells each.
+    Returns the scores and, per held-out double and method, the interaction fit against the truth's.
+    """
     import scanpy as sc
     from simulate_screen import main as simulate_screen
 
-    raw = ad.read_h5ad(simulate_screen([]))
+    raw = ad.read_h5ad(path if path is not None else simulate_screen(SIM_ARGS))
     full = ad.AnnData(
         raw.X.copy(), obs=raw.obs[["perturbation"]].rename(columns={"perturbation": KEY}), var=raw.var[[]]
     )
     sc.pp.normalize_total(full, target_sum=1e4)
     sc.pp.log1p(full)
-    rng = np.random.default_rng(seed)
-    conds = sorted(set(full.obs[KEY]) - {CONTROL})
-    singles = [c for c in conds if "+" not in c]
-    held_genes = set(rng.choice(singles, 12, replace=False))
-    doubles = [c for c in conds if "+" in c and not (_genes(c) & held_genes)]
-    held_doubles = list(rng.choice(doubles, 24, replace=False))
-    drop = np.array([bool(_genes(c) & held_genes) or c in held_doubles for c in full.obs[KEY]])
+    doubles = bj.data.split_perturbations(full, KEY, CONTROL, "combo_seen2", seed=seed, fraction=0.2)
+    singles = bj.data.split_perturbations(full, KEY, CONTROL, "unseen_single", seed=seed, fraction=0.1)
+    train = doubles.train & singles.train
+    held_doubles = [d for d in doubles.held_out if not (_genes(d) & set(singles.held_out))]
     requests = [("sergio_doubles", d, "all") for d in held_doubles]
-    requests += [("sergio_unseen_singles", g, "all") for g in sorted(held_genes)]
+    requests += [("sergio_unseen_singles", g, "all") for g in singles.held_out]
     edges = raw.uns["grn_edges"]
     downstream = _downstream(edges)
     genes = list(full.var_names)
+    picks = raw.uns["conditions"]
+    picks = pd.DataFrame(picks) if not isinstance(picks, pd.DataFrame) else picks
+    interacting = {str(k) for k, v in zip(picks.index, picks["interacting_pick"], strict=True) if bool(v)}
 
     def network_auc(name, label, group, pred, scores, row):
         if "+" in label:
+            scores.loc[row, "split"] = "sergio_doubles_interacting" if label in interacting else "sergio_doubles_other"
             return
         from sklearn.metrics import roc_auc_score
 
@@ -227,8 +274,46 @@ def sergio(seed: int, epochs: int) -> list[pd.DataFrame]:
         if 0 < y.sum() < len(y):
             scores.loc[row, "network_auroc"] = roc_auc_score(y, np.abs(np.asarray(pred.layers["delta"])[0]))
 
-    results, _ = _fit_predict(full[~drop].copy(), full, requests, seed, epochs, {}, extra=network_auc)
-    return results
+    results, preds = _fit_predict(full[train].copy(), full, requests, seed, epochs, {}, extra=network_auc)
+    return results, sim_interactions(full, preds, held_doubles, interacting, seed)
+
+
+def sim_interactions(full, preds, held_doubles, interacting, seed) -> pd.DataFrame:
+    """Per held-out double and method: (c_a, c_b) of prediction and truth (observed held-out cells) and their calls."""
+    X = np.asarray(full.X.todense()) if hasattr(full.X, "todense") else np.asarray(full.X)
+    labels = full.obs[KEY].to_numpy()
+    ctrl = X[labels == CONTROL].mean(0)
+
+    def change(label):
+        return X[labels == label].mean(0) - ctrl
+
+    rows = []
+    for double in held_doubles:
+        a, b = sorted(_genes(double))
+        da, db = change(a), change(b)
+        truth = fit_interaction(change(double), da, db)
+        for method in ["BioJEPA", *BASELINES]:
+            pred = preds.get((method, double, "all"))
+            if pred is None:
+                continue
+            fit = fit_interaction(np.asarray(pred.layers["delta"])[0], da, db)
+            rows.append({
+                "seed": seed, "double": double, "interacting": double in interacting, "method": method,
+                "c_a": fit.c_a, "c_b": fit.c_b, "truth c_a": truth.c_a, "truth c_b": truth.c_b,
+                "coef error": np.hypot(fit.c_a - truth.c_a, fit.c_b - truth.c_b),
+                "additive coef error": np.hypot(1 - truth.c_a, 1 - truth.c_b),
+                "call": call_interaction(fit), "truth call": call_interaction(truth),
+            })  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+def summarize_interactions(table: pd.DataFrame) -> pd.DataFrame:
+    """Coefficient error and call accuracy vs truth, per method and double kind: mean ± sd over seeds."""
+    table = table.assign(correct=table["call"] == table["truth call"], no_interaction=table["truth call"] == "additive")
+    per_seed = table.groupby(["interacting", "method", "seed"])[["coef error", "correct", "no_interaction"]].mean()
+    mean, sd = per_seed.groupby(["interacting", "method"]).mean(), per_seed.groupby(["interacting", "method"]).std()
+    out = mean.map(lambda v: f"{v:.3f}") + " ± " + sd.map(lambda v: f"{v:.3f}")
+    return out.rename(columns={"correct": "call accuracy", "no_interaction": "accuracy of calling 'additive'"})
 
 
 def _downstream(edges: pd.DataFrame) -> dict[str, set[str]]:
@@ -272,6 +357,8 @@ def main() -> None:
         "--norman-loo", action="store_true", help="also hold out each Norman double alone (5 runs per seed)"
     )
     parser.add_argument("--model-kwargs", type=json.loads, default={}, help="e.g. '{\"n_latent\": 64}'")
+    parser.add_argument("--new-line", action="store_true", help="also a McFaline line never seen in training")
+    parser.add_argument("--sergio-path", type=Path, default=None, help="a screen written by simulate_screen.py")
     parser.add_argument("--out", type=Path, default=None, help="write a markdown report here")
     args = parser.parse_args()
     MODEL_KWARGS.update(args.model_kwargs)
@@ -279,7 +366,7 @@ def main() -> None:
     logging.getLogger("bench").setLevel(logging.INFO)
     logging.basicConfig(format="%(message)s")
     start = time.time()
-    results, preds_by_seed, loo_preds = [], [], []
+    results, preds_by_seed, loo_preds, sim_gi = [], [], [], []
     for seed in args.seeds:
         if not args.skip_perturbench:
             res, preds = perturbench(seed, args.epochs)
@@ -289,8 +376,12 @@ def main() -> None:
             res, preds = norman_double_loo(seed, args.epochs)
             results += res
             loo_preds.append(preds)
+        if args.new_line:
+            results += new_line(seed, args.epochs)
         if args.sergio:
-            results += sergio(seed, args.epochs)
+            res, gi = sergio(seed, args.epochs, args.sergio_path)
+            results += res
+            sim_gi.append(gi)
     results = pd.concat(results, ignore_index=True)
     table = summarize(results)
     lines = [
@@ -306,11 +397,17 @@ def main() -> None:
     if loo_preds:
         lines += ["", "Interaction coefficients, each double held out alone:", "",
                   gi_agreement(loo_preds).round(3).to_markdown()]  # fmt: skip
+    if sim_gi:
+        sim_gi = pd.concat(sim_gi, ignore_index=True)
+        lines += ["", "Simulated screen, held-out doubles: interaction fit and call vs truth:", "",
+                  summarize_interactions(sim_gi).to_markdown()]  # fmt: skip
     report = "\n".join(lines)
     print(report)
     if args.out is not None:
         args.out.write_text(report + "\n")
         results.to_csv(args.out.with_suffix(".csv"), index=False)
+        if len(sim_gi):
+            sim_gi.to_csv(args.out.with_name(args.out.stem + "_interactions.csv"), index=False)
 
 
 if __name__ == "__main__":

@@ -60,7 +60,7 @@ Output
 An ``.h5ad`` file: ``X`` integer counts (float32 CSR, integer-valued); ``layers["clean_expression"]`` the noise-free
 sergio-rs expression (dense float32, ~240 MB in memory at the defaults; ``--no-clean-layer`` leaves it out);
 ``obs["perturbation"]`` ``"control"`` / ``"G12"`` / ``"G12+G40"`` (members sorted as strings and joined by ``+``,
-like :func:`biojepa._perturbations.canonical_label`), ``obs["n_targets"]`` (0, 1 or 2 knocked-out genes);
+like :func:`biojepa.perturbation.canonical_label`), ``obs["n_targets"]`` (0, 1 or 2 knocked-out genes);
 ``var_names`` ``G0`` ... with ``var["is_regulator"]``, ``var["is_master_regulator"]``, ``var["out_degree"]``,
 ``var["in_degree"]``, ``var["level"]`` (topological depth); ``uns["grn_edges"]`` the true network, a DataFrame
 with ``regulator``, ``target``, ``k`` (signed strength: > 0 activation, < 0 repression) and ``h`` (half-response);

@@ -21,6 +21,7 @@ MODULES = [
     bj.train,
     bj.module,
     bj.masks,
+    bj.perturbation,
 ]
 
 

@@ -3,7 +3,7 @@ import pandas as pd
 import pytest
 from scipy import sparse
 
-from biojepa._perturbations import canonical_label, condition_frame, group_codes, parse_perturbation, pseudobulk
+from biojepa.perturbation import canonical_label, condition_frame, group_codes, parse_perturbation, pseudobulk
 
 
 @pytest.mark.parametrize(
@@ -21,12 +21,12 @@ from biojepa._perturbations import canonical_label, condition_frame, group_codes
     ],
 )
 def test_parse_perturbation(label, expected):
-    assert parse_perturbation(label, control_value="control") == expected
+    assert parse_perturbation(label, control_value="control").genes == expected
 
 
 def test_parse_other_delimiter():
-    assert parse_perturbation("B_A", "NT", delimiter="_") == ("A", "B")
-    assert parse_perturbation("A+B", "NT", delimiter="_") == ("A+B",)
+    assert parse_perturbation("B_A", "NT", delimiter="_").genes == ("A", "B")
+    assert parse_perturbation("A+B", "NT", delimiter="_").genes == ("A+B",)
 
 
 @pytest.mark.parametrize("label", ["", "A++B", "+A", "A+", "A+ +B", "   "])
@@ -50,7 +50,7 @@ def test_canonical_label():
     assert canonical_label([], control_value="ctrl") == "ctrl"
     assert canonical_label([]) == "control"
     # round trip through the parser
-    assert canonical_label(parse_perturbation("SET+KLF1", "control")) == "KLF1+SET"
+    assert canonical_label(parse_perturbation("SET+KLF1", "control").genes) == "KLF1+SET"
 
 
 @pytest.mark.parametrize("genes", [["A", ""], ["A+B"], [" "]])

@@ -172,3 +172,24 @@ def test_invalid_linear_params():
         Linear(n_components=0)
     with pytest.raises(ValueError, match="ridge"):
         Linear(ridge=-1.0)
+
+
+def test_dose_baselines_interpolate_and_pick_nearest():
+    from biojepa.baselines import LogDoseLinear, NearestDose
+
+    doses = [0, 1, 10, 100]
+    X = np.array([[0.0, 1.0]] + [[np.log1p(d), 1.0] for d in doses[1:]] + [[5.0, 0.0]])
+    obs = pd.DataFrame({"condition": ["control", "A", "A", "A", "B+C"], "dose": [*doses, "1+2"]})
+    obs.index = [f"c{i}" for i in range(len(obs))]
+    adata = ad.AnnData(X, obs=obs)
+    line = LogDoseLinear().fit(adata, "condition", "control", dose_key="dose")
+    near = NearestDose().fit(adata, "condition", "control", dose_key="dose")
+    for d in (3, 30, 1000):  # between and beyond the training doses
+        assert line.predict_perturbation("A", dose=d).layers["delta"][0, 0] == pytest.approx(np.log1p(d))
+    assert near.predict_perturbation("A", dose=30).layers["delta"][0, 0] == pytest.approx(np.log1p(10))
+    assert near.predict_perturbation("A", dose=1000).layers["delta"][0, 0] == pytest.approx(np.log1p(100))
+    np.testing.assert_allclose(near.predict_perturbation("D", dose=3).layers["delta"], 0.0)  # unseen: no change
+    pred = near.predict_perturbation("C+B", dose="2+1")  # doses follow their genes
+    assert pred.layers["delta"][0, 0] == pytest.approx(5.0) and pred.obs["dose"].tolist() == ["2+1"]
+    with pytest.raises(KeyError, match="'amount'"):
+        NearestDose().fit(adata, "condition", "control", dose_key="amount")

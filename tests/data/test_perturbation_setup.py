@@ -1,15 +1,16 @@
 import numpy as np
 import pytest
 
-from biojepa.data import check_perturbation_setup, ordered_genes, parse_dose, perturbation_tables
+import biojepa as bj
+from biojepa.perturbation import PerturbationSetup, check_perturbation_setup, parse_dose, parse_perturbation
 
 
-def test_ordered_genes_gears_and_control():
-    assert ordered_genes("MEIS1+ctrl", "ctrl", "+") == ["MEIS1"]
-    assert ordered_genes("ctrl", "ctrl", "+") == []
-    assert ordered_genes("B+A", "control", "+") == ["B", "A"]
+def test_parse_gears_and_control():
+    assert parse_perturbation("MEIS1+ctrl", "ctrl").genes == ("MEIS1",)
+    assert parse_perturbation("ctrl", "ctrl").is_control
+    assert parse_perturbation("B+A", "control").genes == ("A", "B")
     with pytest.raises(ValueError, match="A\\+\\+B"):
-        ordered_genes("A++B", "control", "+")
+        parse_perturbation("A++B", "control")
 
 
 def test_parse_dose():
@@ -23,16 +24,46 @@ def test_parse_dose():
         parse_dose(-1.0, 1, "+")
 
 
-def test_tables_measured_extra_and_dose():
-    t = perturbation_tables(["control", "g1+X", "g0"], "control", "+", ["g0", "g1"], dose_labels=["1", "1+2"])
-    assert t.vocabulary == ["g0", "g1", "X"] and t.n_measured == 2
-    assert t.condition_genes.tolist() == [[-1, -1], [1, 2], [0, -1]]
-    assert t.condition_dose.shape == (3, 2, 2)
-    np.testing.assert_array_equal(t.condition_dose[1, 1], [1.0, 2.0])  # g1 gets 1, X gets 2 (label order)
-    np.testing.assert_array_equal(t.condition_dose[2, 0, :1], [1.0])
-    assert t.index(["X", "g0"]) == [2, 0]
+def test_setup_tables_measured_extra_and_dose():
+    setup = PerturbationSetup(
+        "condition",
+        "control",
+        labels=("control", "g1+X", "g0"),
+        doses=("1", "1+2"),
+        vocabulary=("g0", "g1", "X"),
+        n_measured=2,
+    )
+    assert setup.condition_genes().tolist() == [[-1, -1], [2, 1], [0, -1]]  # sorted genes: "X" < "g1"
+    dose = setup.condition_dose()
+    assert dose.shape == (3, 2, 2)
+    np.testing.assert_array_equal(dose[1, 1], [2.0, 1.0])  # written "g1+X" with "1+2": X gets 2, g1 gets 1
+    np.testing.assert_array_equal(dose[2, 0, :1], [1.0])
+    assert setup.index(["X", "g0"]) == [2, 0]
     with pytest.raises(ValueError, match="'Y'"):
-        t.index(["Y"])
+        setup.index(["Y"])
+
+
+def test_setup_dose_follows_its_gene_when_the_label_is_written_unsorted():
+    setup = PerturbationSetup(
+        "condition", "control", labels=("control", "g1+g0"), doses=("10+1",), vocabulary=("g0", "g1"), n_measured=2
+    )
+    genes, dose = setup.condition_genes()[1], setup.condition_dose()[1, 0]
+    assert dict(zip([setup.vocabulary[i] for i in genes], dose.tolist(), strict=True)) == {"g1": 10.0, "g0": 1.0}
+
+
+def test_setup_from_registry(screen_factory):
+    adata = screen_factory()
+    bj.BioJEPA.setup_anndata(
+        adata, perturbation_key="condition", control_value="control", categorical_covariate_keys=["line"]
+    )
+    model = bj.BioJEPA(adata, n_latent=4)
+    setup = model.perturbation_setup_
+    assert setup.perturbation_key == "condition" and setup.covariate_keys == ("line",)
+    assert set(setup.labels) == {"control", "g0", "g1", "g2", "g0+g1"}
+    assert setup.vocabulary[: setup.n_measured] == tuple(adata.var_names)
+    assert setup.holdout == ()  # one combination: too few to validate the interaction on
+    with pytest.raises(AttributeError):
+        setup.control_value = "x"  # frozen
 
 
 def test_check_setup_errors(screen_factory):

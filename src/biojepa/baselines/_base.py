@@ -10,8 +10,8 @@ import anndata as ad
 import numpy as np
 import pandas as pd
 
-from .._perturbations import PERTURBATION_COLUMN, condition_frame, parse_perturbation, pseudobulk
 from ..data import get_matrix
+from ..perturbation import PERTURBATION_COLUMN, condition_frame, parse_perturbation, pseudobulk
 
 logger = logging.getLogger(__name__)
 
@@ -116,7 +116,7 @@ class PerturbationBaseline:
             )
         for i, label in enumerate(labels):
             if label != control_value and cov[i] in self.control_means_:
-                genes = parse_perturbation(label, control_value, delimiter)
+                genes = parse_perturbation(label, control_value, delimiter).genes
                 self.deltas_.setdefault(cov[i], {})[genes] = means[i] - self.control_means_[cov[i]]
         self.groups_ = sorted(self.control_means_)
         for group in self.groups_:
@@ -158,7 +158,7 @@ class PerturbationBaseline:
         perturbations = [perturbations] if isinstance(perturbations, str) else list(perturbations)
         if not perturbations:
             raise ValueError("`perturbations` is empty; pass at least one perturbation label.")
-        parsed = [parse_perturbation(p, self.control_value_, self.delimiter_) for p in perturbations]
+        parsed = [parse_perturbation(p, self.control_value_, self.delimiter_).genes for p in perturbations]
         is_control = np.array([len(genes) == 0 for genes in parsed])
         X_rows, delta_rows, obs_rows = [], [], []
         for group in self._select_groups(covariates):

@@ -1,13 +1,5 @@
 """Data checks and per-gene preprocessing shared by the model."""
 
-from ._context import (
-    CovariateGroup,
-    covariate_groups,
-    interaction_shrinkage,
-    kernel_weights,
-    loo_temperature,
-    select_groups,
-)
 from ._genes import (
     coexpression_modules,
     gene_loadings,
@@ -28,14 +20,8 @@ from ._modalities import (
     present_rows,
 )
 from ._ondisk import write_shuffled_h5ad
-from ._perturbation import (
-    PerturbationTables,
-    check_perturbation_setup,
-    ordered_genes,
-    parse_dose,
-    perturbation_tables,
-)
 from ._sequences import Sequences, coupled_sequences, paired_sequences, sinkhorn, split_queries, time_scale
+from ._splits import PROTOCOLS, PerturbationSplit, split_perturbations
 from ._validate import (
     check_categorical,
     check_continuous,
@@ -48,12 +34,6 @@ from ._validate import (
 )
 
 __all__ = [
-    "CovariateGroup",
-    "covariate_groups",
-    "interaction_shrinkage",
-    "kernel_weights",
-    "loo_temperature",
-    "select_groups",
     "MODALITY_LAYERS",
     "Modality",
     "check_modalities",
@@ -65,11 +45,9 @@ __all__ = [
     "BlockSampler",
     "row_runs",
     "write_shuffled_h5ad",
-    "PerturbationTables",
-    "check_perturbation_setup",
-    "ordered_genes",
-    "parse_dose",
-    "perturbation_tables",
+    "PROTOCOLS",
+    "PerturbationSplit",
+    "split_perturbations",
     "Sequences",
     "coupled_sequences",
     "paired_sequences",

@@ -15,8 +15,8 @@ from anndata import AnnData
 from scipy import sparse
 from scipy.spatial.distance import cdist
 
-from .._perturbations import PERTURBATION_COLUMN, condition_frame, group_codes, parse_perturbation, pseudobulk
 from ..data import get_matrix
+from ..perturbation import PERTURBATION_COLUMN, condition_frame, group_codes, parse_perturbation, pseudobulk
 
 _DISTANCES = {"l1": "cityblock", "manhattan": "cityblock", "l2": "euclidean", "euclidean": "euclidean"}
 
@@ -406,7 +406,7 @@ def evaluate(
         i = index[(cov, label)]
         true, pred_mean, X_pert = means[i], P[r].astype(np.float64), X[codes == i]
         de = top_de_genes(X_pert, X_ctrl, n_de, de_method)
-        target = pred.var_names.get_indexer(list(parse_perturbation(label, control_value, delimiter)))
+        target = pred.var_names.get_indexer(list(parse_perturbation(label, control_value, delimiter).genes))
         pds = discrimination_score({label: pred_mean - ctrl}, deltas, metric, exclude={label: target[target >= 0]})
         rows.append(
             {

@@ -26,12 +26,12 @@ from ..data import (
     check_categorical,
     check_continuous,
     check_obs_keys,
-    check_perturbation_setup,
     check_time,
     check_unique_names,
     resolve_input_scale,
 )
 from ..module import BioJEPAModule
+from ..perturbation import check_perturbation_setup
 from ..train import BioJEPATrainingPlan
 from ._checks import check_model_args
 from ._expression import ExpressionMixin
@@ -221,7 +221,7 @@ class BioJEPA(
             f"n_embed={n_embed}, n_layers={n_layers}, input_scale={self.input_scale!r}"
         )
         if perturbation:
-            self._model_summary_string += f", {len(self.perturbation_tables_.vocabulary)} perturbation tokens"
+            self._model_summary_string += f", {len(self.perturbation_setup_.vocabulary)} perturbation tokens"
         self.init_params_ = self._get_init_params(locals())
 
     @classmethod
@@ -417,8 +417,8 @@ class BioJEPA(
         owner = adata
         if adata is not None and self._multimodal and isinstance(adata, AnnData):
             adata = self._as_mudata(adata)  # RNA only: the other modalities are masked
-        adata = self._validate_anndata(adata)
-        owner = adata if owner is None else owner
+        adata = self._registered(adata)  # categories never seen in training (a new cell line) are fine
+        owner = self.adata if owner is None else owner
         if key_added is not None and indices is not None:
             raise ValueError("`key_added` stores a latent for every cell; pass `indices=None` with it.")
         loader = self._make_data_loader(adata=adata, indices=indices, batch_size=batch_size)

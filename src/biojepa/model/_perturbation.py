@@ -9,46 +9,32 @@ import pandas as pd
 import torch
 from anndata import AnnData
 
-from .._constants import EXTRA_KEYS, INPUT_SCALES
-from .._perturbations import canonical_label, parse_perturbation
-from ..data import perturbation_tables
-from ._reference import Genes, ReferenceMixin
+from .._constants import INPUT_SCALES
+from ..perturbation import Perturbation, PerturbationSetup
+from ._composition import CompositionMixin
 
 
 def _index(n: int) -> list[str]:
     return [str(i) for i in range(n)]
 
 
-class PerturbationMixin(ReferenceMixin):
+class PerturbationMixin(CompositionMixin):
     """Methods of :class:`~biojepa.BioJEPA` that need a registered ``perturbation_key``."""
 
     def _perturbation_module_kwargs(self) -> dict:
-        """Lookup tables of the registered perturbation labels (empty without a ``perturbation_key``)."""
-        self.perturbation_tables_ = None
-        registry = self.adata_manager.data_registry
-        if EXTRA_KEYS.PERTURBATION not in registry:
+        """The frozen perturbation setup's tables for the module (empty without a ``perturbation_key``)."""
+        self.perturbation_setup_ = None
+        if self.adata_manager.registry["setup_args"].get("perturbation_key") is None:
             return {}
-        args = self.adata_manager.registry["setup_args"]
-        labels = self.adata_manager.get_state_registry(EXTRA_KEYS.PERTURBATION).categorical_mapping
-        doses = None
-        if EXTRA_KEYS.DOSE in registry:
-            doses = list(self.adata_manager.get_state_registry(EXTRA_KEYS.DOSE).categorical_mapping)
-        tables = perturbation_tables(
-            list(map(str, labels)),
-            str(args["control_value"]),
-            args["combination_delimiter"],
-            self.adata.var_names,
-            doses,
-        )
-        self.perturbation_tables_ = tables
-        n_types = 0
-        if EXTRA_KEYS.PERTURBATION_TYPE in registry:
-            n_types = len(self.adata_manager.get_state_registry(EXTRA_KEYS.PERTURBATION_TYPE).categorical_mapping)
+        setup = PerturbationSetup.from_registry(self.adata_manager.registry, self.adata.var_names)
+        self.perturbation_setup_ = setup
+        dose = setup.condition_dose()
         return {
-            "condition_genes": torch.from_numpy(tables.condition_genes),
-            "condition_dose": torch.from_numpy(tables.condition_dose) if tables.condition_dose is not None else None,
-            "n_extra_genes": len(tables.vocabulary) - tables.n_measured,
-            "n_perturbation_types": n_types,
+            "condition_genes": torch.from_numpy(setup.condition_genes()),
+            "condition_dose": torch.from_numpy(dose) if dose is not None else None,
+            "condition_holdout": torch.from_numpy(setup.holdout_mask()),
+            "n_extra_genes": len(setup.vocabulary) - setup.n_measured,
+            "n_perturbation_types": len(setup.types),
         }
 
     # ------------------------------------------------------------------ public API
@@ -61,15 +47,17 @@ class PerturbationMixin(ReferenceMixin):
         dose: float | str | None = None,
         n_control_cells: int = 500,
         seed: int = 0,
+        anchor: bool = True,
+        observed: bool = False,
     ) -> AnnData:
         """Predict the mean expression of perturbed cells, one row per (perturbation, covariate group).
 
-        The shift of a perturbation in latent space is additive over its genes plus the learned interaction;
-        a gene observed alone in the covariate group contributes its observed latent shift, any other gene its
-        token's predicted effect. The shift is decoded by the expression head applied to the group's control
-        latents, and the decoded change is added to the observed control mean. For genes observed alone the
-        observed expression change is used and only what the model adds (interaction, unobserved genes) is
-        decoded, so a combination of observed singles starts from the additive prediction.
+        One composition, the one the model trains with: the perturbed latent is the group's control latent plus
+        the learned effect of every gene (built from its token, type and dose) plus the learned interaction of the
+        set, scaled by the strength chosen on training combinations held out from the perturbation loss. The
+        shift is decoded by the expression head applied to the group's control latents and the decoded change is
+        added to the observed control mean. A cell line or cell type never seen in training is predicted from its
+        control cells, passed as ``adata``.
 
         Parameters
         ----------
@@ -80,23 +68,32 @@ class PerturbationMixin(ReferenceMixin):
             Values of the covariate keys (``batch_key`` and ``categorical_covariate_keys``), e.g.
             ``{"cell_type": "k562"}``; keys left out take every value with control cells. ``None``: every group.
         adata
-            Reference cells: the control population (and observed singles) of each covariate group; ``None``
-            uses the training AnnData. Must have the model's genes and the perturbation column (labels never seen
-            in training are fine). Not modified.
+            Reference cells: the control population (and observed perturbations) of each covariate group; ``None``
+            uses the training AnnData. Must have the model's genes and the perturbation column; labels and covariate
+            values never seen in training are fine (a new context needs only its control cells). Not modified.
         perturbation_type
             Type for every prediction (e.g. ``"CRISPRa"``); ``None`` takes the group's only training type.
         dose
-            Dose per gene (a number, or numbers joined by the delimiter); ``None`` means 1.
+            Dose of every perturbation: one number, or one per gene joined by the delimiter in the order the genes
+            are written; ``None`` means 1. Needs a model set up with ``dose_key``.
         n_control_cells
             Control cells per group whose latents are decoded.
         seed
             Seed of the control-cell subsample.
+        anchor
+            Anchor each gene observed alone in the group (without doses) to its observed change: its decoded
+            effect is corrected by the decoding's residual on its observed single, so a seen single returns its
+            observed change and a combination of seen singles starts from the additive combination. ``False``:
+            every change is decoded from the model alone.
+        observed
+            Return the observed mean change for perturbations observed in the group (``obs["source"]`` says so).
 
         Returns
         -------
-        New AnnData: ``obs`` holds the perturbation column and the covariates; ``X`` the predicted mean
-        expression on the input scale; ``layers["delta"]`` ``X`` minus the control mean; ``obsm["X_biojepa"]``
-        the predicted latent (target-encoder space) of the perturbed population.
+        New AnnData: ``obs`` holds the perturbation column, the covariates and ``source`` (``"observed"`` where the
+        row is an observed mean, ``"predicted"`` elsewhere); ``X`` the predicted mean expression on the input scale;
+        ``layers["delta"]`` ``X`` minus the control mean; ``obsm["X_biojepa"]`` the predicted latent
+        (target-encoder space); ``uns["interaction_scale"]`` the interaction's strength.
 
         Examples
         --------
@@ -108,60 +105,61 @@ class PerturbationMixin(ReferenceMixin):
         >>> model = bj.BioJEPA(adata, n_latent=8)
         >>> model.train(max_epochs=1, enable_progress_bar=False)
         >>> pred = model.predict_perturbation(["g1+g2", "g3"])
-        >>> pred.shape, list(pred.layers), list(pred.obsm)
-        ((2, 100), ['delta'], ['X_biojepa'])
+        >>> pred.shape, list(pred.layers), list(pred.obsm), pred.obs["source"].tolist()
+        ((2, 100), ['delta'], ['X_biojepa'], ['predicted', 'predicted'])
         """
         self._check_if_trained(warn=True)
-        args = self._perturbation_args()
-        parsed, labels = self._parse_requests(perturbations)
-        adata, groups, _ = self._reference(adata, covariates)
-        results = self._latent_shifts(adata, groups, parsed, perturbation_type, dose, n_control_cells, seed)
-        std = self.module.gene_std.cpu().numpy().astype(np.float64)
-        head = self.module.expression_head
+        setup = self._setup()
+        parsed = self._parse_requests(perturbations, dose)
+        adata, groups, every = self._reference(adata, covariates)
+        results = self._compose(
+            adata, groups, parsed, perturbation_type, n_control_cells, seed, anchor, observed, every
+        )
         X, delta, latents, obs = [], [], [], []
-        for (group, genes, shift, base, anchor_delta, prof), label in zip(results, labels * len(groups), strict=True):
-            d_log = anchor_delta
-            if genes:
-                zc = torch.as_tensor(prof["z_ctrl"], device=self.device)
-                with torch.inference_mode():
-                    decoded = (head(zc + shift).mean(0) - head(zc + base).mean(0)).cpu().numpy()
-                d_log = anchor_delta + decoded * std
+        for r in results:
+            d_log = r["d_log"]
             if self.input_scale == INPUT_SCALES.COUNTS:  # mean over control cells of their counts moved by d_log
                 x, counts = np.zeros(adata.n_vars), np.zeros(adata.n_vars)
-                for log, raw, lib in self._row_chunks(adata, group.control):
+                for log, raw, lib in self._row_chunks(adata, r["group"].control):
                     x += (np.maximum(np.expm1(log + d_log), 0.0) * lib[:, None] / 1e4).sum(0)
                     counts += raw.sum(0, dtype=np.float64)
-                x, counts = x / len(group.control), counts / len(group.control)
+                x, counts = x / len(r["group"].control), counts / len(r["group"].control)
                 X.append(x), delta.append(x - counts)
             else:
-                X.append(prof["log_ctrl_mean"] + d_log), delta.append(d_log)
-            latents.append(prof["z0"] + shift.cpu().numpy()[0])
-            obs.append((label, *group.values))
+                X.append(r["log_ctrl_mean"] + d_log), delta.append(d_log)
+            latents.append(r["z0"] + r["shift"].cpu().numpy()[0])
+            label = r["perturbation"].label(setup.delimiter, setup.control_value)
+            obs.append((label, *r["group"].values, r["source"]))
+        columns = [setup.perturbation_key, *setup.covariate_keys, "source"]
         pred = AnnData(
             X=np.vstack(X).astype(np.float32),
-            obs=pd.DataFrame(
-                obs, columns=[args["perturbation_key"], *self._covariate_keys()], index=_index(len(obs))
-            ).astype(str),
+            obs=pd.DataFrame(obs, columns=columns, index=_index(len(obs))).astype(str),
             var=pd.DataFrame(index=adata.var_names.copy()),
             layers={"delta": np.vstack(delta).astype(np.float32)},
             obsm={"X_biojepa": np.vstack(latents).astype(np.float32)},
         )
         pred.obs_names_make_unique()
         pred.uns["method"] = "BioJEPA"
+        pred.uns["interaction_scale"] = float(self.module.interaction_scale)
         return pred
 
-    def _parse_requests(self, perturbations) -> tuple[list[Genes], list[str]]:
-        args = self._perturbation_args()
+    def _parse_requests(self, perturbations, dose=None) -> list[Perturbation]:
+        """Parse requested labels (with ``dose``) and check every gene has a token."""
+        setup = self._setup()
         if isinstance(perturbations, str):
             perturbations = [perturbations]
         perturbations = list(perturbations)
         if not perturbations:
             raise ValueError("`perturbations` is empty; pass one or more labels, e.g. ['SGK1', 'KLF1+MAP2K6'].")
-        control, delim = str(args["control_value"]), args["combination_delimiter"]
-        parsed = [parse_perturbation(p, control, delim) for p in perturbations]
-        for genes in parsed:
-            self.perturbation_tables_.index(genes)
-        return parsed, [canonical_label(g, delim, control) for g in parsed]
+        if dose is not None and setup.dose_key is None:
+            raise ValueError(
+                f"dose={dose!r} was given, but the model was set up without `dose_key`, so doses cannot change "
+                "predictions; set up with `dose_key=` to model doses."
+            )
+        parsed = [setup.parse(str(p), dose) for p in perturbations]
+        for p in parsed:
+            setup.index(p.genes)
+        return parsed
 
     def get_perturbation_embedding(
         self,
@@ -196,21 +194,18 @@ class PerturbationMixin(ReferenceMixin):
         (4, ['condition'])
         """
         self._check_if_trained(warn=True)
-        args = self._perturbation_args()
+        setup = self._setup()
         if perturbations is None:
             reference = self.adata if adata is None else adata
-            labels = pd.unique(reference.obs[args["perturbation_key"]].astype(str))
-            control = str(args["control_value"])
-            delim = args["combination_delimiter"]
-            perturbations = sorted(
-                {canonical_label(parse_perturbation(x, control, delim), delim, control) for x in labels} - {control}
-            )
-        parsed, labels = self._parse_requests(perturbations)
+            labels = pd.unique(reference.obs[setup.perturbation_key].astype(str))
+            perturbations = sorted({setup.parse(x).label(setup.delimiter, setup.control_value) for x in labels})
+            perturbations = [p for p in perturbations if p != setup.control_value]
+        parsed = self._parse_requests(perturbations)
         adata, groups, _ = self._reference(adata, covariates)
-        results = self._latent_shifts(adata, groups, parsed, perturbation_type, None, n_control_cells, 0)
-        shifts = np.vstack([r[2].cpu().numpy() for r in results]).astype(np.float32)
-        obs = [(label, *r[0].values) for r, label in zip(results, labels * len(groups), strict=True)]
-        columns = [args["perturbation_key"], *self._covariate_keys()]
+        results = self._compose(adata, groups, parsed, perturbation_type, n_control_cells, 0, anchor=False)
+        shifts = np.vstack([r["shift"].cpu().numpy() for r in results]).astype(np.float32)
+        obs = [(r["perturbation"].label(setup.delimiter, setup.control_value), *r["group"].values) for r in results]
+        columns = [setup.perturbation_key, *setup.covariate_keys]
         emb = AnnData(shifts, obs=pd.DataFrame(obs, columns=columns, index=_index(len(obs))).astype(str))
         emb.obs_names_make_unique()
         return emb
@@ -261,13 +256,13 @@ class PerturbationMixin(ReferenceMixin):
         >>> model.retrieve_perturbations(adata, indices=range(1, 400, 4)).columns.tolist()
         ['condition', 'cosine', 'rank']
         """
-        args = self._perturbation_args()
+        setup = self._setup()
         indices = np.asarray(list(indices))
         query = self._encodable(adata, indices)
-        cov_keys = self._covariate_keys()
+        cov_keys = list(setup.covariate_keys)
         covariates = None
         if cov_keys:
-            values = query.obs[cov_keys].astype(str).drop_duplicates()
+            values = adata.obs.iloc[indices][cov_keys].astype(str).drop_duplicates()
             if len(values) != 1:
                 raise ValueError(f"The query cells span {len(values)} covariate groups of {cov_keys}; pass one group.")
             covariates = dict(zip(cov_keys, values.iloc[0], strict=True))
@@ -280,7 +275,7 @@ class PerturbationMixin(ReferenceMixin):
             common = cand.mean(0)
             cand, shift = cand - common, shift - common
         cosine = cand @ shift / np.maximum(np.linalg.norm(cand, axis=1) * np.linalg.norm(shift), 1e-12)
-        out = pd.DataFrame({args["perturbation_key"]: emb.obs[args["perturbation_key"]].to_numpy(), "cosine": cosine})
+        out = pd.DataFrame({setup.perturbation_key: emb.obs[setup.perturbation_key].to_numpy(), "cosine": cosine})
         out = out.sort_values("cosine", ascending=False, ignore_index=True)
         out["rank"] = np.arange(1, len(out) + 1)
         return out

@@ -67,6 +67,10 @@ def _read_current(model_path: Path, meta_path: Path, map_location) -> tuple[dict
     return decode(meta["attr_dict"]), decode(meta["var_names"]), weights["model_state_dict"]
 
 
+#: module buffers that 0.1.0 folders lack
+_ADDED_SINCE_0_1_0 = ("condition_holdout", "interaction_scale")
+
+
 def _read_legacy(model_path: Path, map_location) -> tuple[dict, object, dict]:
     """A folder written by release 0.1.0: one pickled ``model.pt``, read with the restricted unpickler."""
     try:
@@ -243,7 +247,7 @@ class SaveLoadMixin:
         _, _, torch_device = parse_device_args(
             accelerator=accelerator, devices=device, return_device="torch", validate_single_device=True
         )
-        attr_dict, var_names, state, _ = read_model_folder(dir_path, prefix, map_location=torch_device)
+        attr_dict, var_names, state, version = read_model_folder(dir_path, prefix, map_location=torch_device)
         registry = attr_dict.pop("registry_")
         if registry.get("model_name", cls.__name__) != cls.__name__:
             raise ValueError(f"{dir_path} holds a {registry['model_name']} model, not a {cls.__name__}.")
@@ -253,6 +257,9 @@ class SaveLoadMixin:
         method = registry.get("setup_method_name", "setup_anndata")
         getattr(cls, method)(adata, source_registry=registry, **registry["setup_args"])
         model = _initialize_model(cls, adata, registry, attr_dict, None)
+        if version == LEGACY_FORMAT_VERSION:  # buffers added since 0.1.0 keep the values the module starts with
+            own = model.module.state_dict()
+            state = {**{k: v for k, v in own.items() if k in _ADDED_SINCE_0_1_0}, **state}
         model.module.load_state_dict(state)
         model.to_device(torch_device)
         model.module.eval()

@@ -157,8 +157,14 @@ _LEGACY_ALLOWED = {
     ("pandas.core.indexes.base", "_new_Index"),
     ("pandas.core.indexes.base", "Index"),
     ("pandas.core.indexes.range", "RangeIndex"),
-    ("biojepa.data._perturbation", "PerturbationTables"),
 }
+#: classes of 0.1.0 folders that later releases no longer have: read as plain records of their attributes
+_LEGACY_RECORDS = {("biojepa.data._perturbation", "PerturbationTables")}
+
+
+class _LegacyRecord:
+    """Attributes of an object of a 0.1.0 class that no longer exists (its lookups are rebuilt from the registry)."""
+
 _PY2_MODULES = {"__builtin__": "builtins"}  # protocol-2 pickles name builtins by their Python 2 module
 _LEGACY_MODULE_PREFIXES = ("numpy.dtypes",)  # numpy's dtype classes (Float32DType, ObjectDType, ...)
 
@@ -168,6 +174,8 @@ class _RestrictedUnpickler(pickle.Unpickler):
 
     def find_class(self, module: str, name: str):
         module = _PY2_MODULES.get(module, module)
+        if (module, name) in _LEGACY_RECORDS:
+            return _LegacyRecord
         if (module, name) in _LEGACY_ALLOWED or module in _LEGACY_MODULE_PREFIXES:
             return super().find_class(module, name)
         raise pickle.UnpicklingError(f"global '{module}.{name}' is not allowed in a biojepa model file")

@@ -128,13 +128,18 @@ class TrainingMixin:
             kwargs.setdefault("early_stopping_monitor", "validation_loss")
             kwargs.setdefault("check_val_every_n_epoch", 1)
         kwargs = self._training_kwargs(block_shuffle, block_size, shuffle_set_split, kwargs)
-        return super().train(
+        out = super().train(
             max_epochs=max_epochs,
             batch_size=batch_size,
             early_stopping=early_stopping,
             plan_kwargs=plan_kwargs,
             **kwargs,
         )
+        self._after_training()
+        return out
+
+    def _after_training(self) -> None:
+        """Calibration after the training loop (the perturbation mixin chooses the interaction's strength)."""
 
     def _training_kwargs(
         self, block_shuffle: bool, block_size: int | None, shuffle_set_split: bool | None, kwargs: dict

@@ -70,9 +70,13 @@ class BioJEPAModule(ModalityMixin, TaskSamplesMixin, BaseModuleClass):
         Loss weights (VICReg-style 25/25/1 by default).
     condition_genes
         ``(n_conditions, K)`` perturbation-vocabulary indices of each registered perturbation label (``-1``
-        padded; see :class:`~biojepa.data.PerturbationTables`); ``None`` disables perturbation modelling.
+        padded; see :meth:`~biojepa.perturbation.PerturbationSetup.condition_genes`); ``None`` disables
+        perturbation modelling.
     condition_dose
         ``(n_conditions, n_doses, K)`` per-gene doses of each (label, dose category) pair, or ``None``.
+    condition_holdout
+        ``(n_conditions,)`` whether a label is held out from the perturbation loss (its cells choose the
+        interaction's strength, the ``interaction_scale`` buffer, after training); ``None``: none.
     n_extra_genes
         Perturbed genes that are not measured (learned identity embeddings).
     n_perturbation_types
@@ -143,6 +147,7 @@ class BioJEPAModule(ModalityMixin, TaskSamplesMixin, BaseModuleClass):
         covariance_weight: float = 1.0,
         condition_genes: torch.Tensor | None = None,
         condition_dose: torch.Tensor | None = None,
+        condition_holdout: torch.Tensor | None = None,
         n_extra_genes: int = 0,
         n_perturbation_types: int = 0,
         perturbation_dim: int = 64,
@@ -214,6 +219,7 @@ class BioJEPAModule(ModalityMixin, TaskSamplesMixin, BaseModuleClass):
             self._init_perturbation(
                 condition_genes,
                 condition_dose,
+                condition_holdout,
                 n_embed,
                 n_extra_genes,
                 n_perturbation_types,
@@ -226,10 +232,25 @@ class BioJEPAModule(ModalityMixin, TaskSamplesMixin, BaseModuleClass):
             self.interaction_penalty = interaction_penalty
 
     def _init_perturbation(
-        self, condition_genes, condition_dose, n_embed, n_extra, n_types, dim, n_batch, n_cats, n_cont
+        self,
+        condition_genes,
+        condition_dose,
+        condition_holdout,
+        n_embed,
+        n_extra,
+        n_types,
+        dim,
+        n_batch,
+        n_cats,
+        n_cont,
     ) -> None:
-        """Perturbation effect model and the per-covariate-group control latents."""
+        """Perturbation effect model, the per-covariate-group control latents and the interaction's strength."""
         self.register_buffer("condition_genes", torch.as_tensor(condition_genes).long())
+        holdout = torch.zeros(len(condition_genes), dtype=torch.bool)
+        if condition_holdout is not None:
+            holdout = torch.as_tensor(condition_holdout).bool()
+        self.register_buffer("condition_holdout", holdout)
+        self.register_buffer("interaction_scale", torch.tensor(0.0))  # chosen after training on held-out combinations
         self.register_buffer(
             "condition_dose", torch.as_tensor(condition_dose).float() if condition_dose is not None else None
         )
@@ -352,7 +373,7 @@ class BioJEPAModule(ModalityMixin, TaskSamplesMixin, BaseModuleClass):
         pert = None
         if self.perturbation is not None and perturbation is not None and target_z is not None:
             pert = self._perturbation_samples(
-                target_z.detach(), perturbation, dose, perturbation_type, group, batch_index, cat_covs, cont_covs
+                z, target_z.detach(), perturbation, dose, perturbation_type, group, batch_index, cat_covs, cont_covs
             )
             if pert["segment"] is not None:
                 segments.append(pert["segment"])

@@ -7,6 +7,13 @@ import torch
 from ..data import coupled_sequences, paired_sequences, split_queries
 
 
+def _embed_or_mean(table: torch.nn.Embedding, codes: torch.Tensor) -> torch.Tensor:
+    """Embeddings of ``codes`` ``(B,)``; a code of ``-1`` (unknown category) gets the mean embedding."""
+    known = codes >= 0
+    out = table(codes.clamp(min=0))
+    return torch.where(known[:, None], out, table.weight.mean(0).expand_as(out))
+
+
 class TaskSamplesMixin:
     """Perturbation and time-course samples of :class:`~biojepa.module.BioJEPAModule`."""
 
@@ -18,10 +25,22 @@ class TaskSamplesMixin:
         return (torch.cat(cols, 1) * self.group_strides).sum(1)
 
     def perturbation_context(self, control_z, batch_index=None, cat_covs=None, cont_covs=None) -> torch.Tensor:
-        """Context vector of the effect model: the control population's latent plus the covariates."""
+        """Context vector of the effect model: the control population's latent plus the covariates.
+
+        A covariate code of ``-1`` (a category never seen in training, e.g. a new cell line) contributes the mean
+        embedding of the known categories, so the context of a new cell line comes from its control latent.
+        """
         context = self.context_projection(control_z)
-        condition = self.perturbation_condition(batch_index, cat_covs, cont_covs)
-        return context if condition is None else context + condition
+        embed = self.perturbation_condition
+        if embed.is_empty:
+            return context
+        if embed.batch is not None and batch_index is not None:
+            context = context + _embed_or_mean(embed.batch, batch_index.long().view(-1))
+        for i, table in enumerate(embed.cats):
+            context = context + _embed_or_mean(table, cat_covs[:, i].long())
+        if embed.cont is not None and cont_covs is not None:
+            context = context + embed.cont(cont_covs.float())
+        return context
 
     def lookup_condition(self, codes, dose_codes=None) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Vocabulary indices ``(B, K)`` and doses of registered perturbation/dose category codes."""
@@ -32,13 +51,28 @@ class TaskSamplesMixin:
             dose = self.condition_dose[codes, dose_codes.long().view(-1)]
         return genes, dose
 
-    def _perturbation_samples(self, target_z, perturbation, dose, ptype, group, batch_index, cat_covs, cont_covs):
-        """Per-gene effects of each cell's perturbation and the predictor samples of its multi-gene sets."""
+    def _perturbation_samples(self, z, target_z, perturbation, dose, ptype, group, batch_index, cat_covs, cont_covs):
+        """Per-gene effects of each cell's perturbation and the predictor samples of its multi-gene sets.
+
+        Action-conditioned JEPA: the perturbed cell's target latent is predicted as the running mean of its covariate
+        group's control target latents plus the effects; the effects are conditioned on a context built from the mean
+        online latent ``z`` of the group's control cells in the minibatch (the running mean when it has none), so
+        the perturbation loss shapes the encoder while the shift stays measured in the target space. Cells of held-out
+        combinations (``condition_holdout``) get no loss: they choose the interaction's strength after training.
+        """
         genes, doses = self.lookup_condition(perturbation, dose)
+        is_control = (genes < 0).all(1)
         if self.training:
-            self._update_control_latents(target_z, group, (genes < 0).all(1))
-        control_z = self.control_latent[group]
-        context = self.perturbation_context(control_z, batch_index, cat_covs, cont_covs)
+            self._update_control_latents(target_z, group, is_control)
+        control_z = self.control_latent[group]  # the base point: target space, where the shift is measured
+        online_z = control_z
+        if bool(is_control.any()):  # matched control cells of the minibatch, through the online encoder
+            sums = torch.zeros_like(self.control_latent).index_add(0, group[is_control], z[is_control])
+            counts = torch.zeros_like(self.control_seen).index_add(0, group[is_control], is_control[is_control].float())
+            in_batch = counts[group] > 0
+            batch_mean = sums[group] / counts[group].clamp(min=1.0)[:, None]
+            online_z = torch.where(in_batch[:, None], batch_mean, control_z)
+        context = self.perturbation_context(online_z, batch_index, cat_covs, cont_covs)
         tokens = self.perturbation.tokens(self.context_encoder.tokenizer.gene_embedding, genes, doses, ptype)
         valid = genes >= 0
         multi = valid.sum(1) >= 2
@@ -48,7 +82,9 @@ class TaskSamplesMixin:
         return {
             "effects": self.perturbation.additive(tokens, valid, context),
             "control_z": control_z,
-            "rows": valid.any(1) & (self.control_seen[group] > 0),
+            "rows": valid.any(1)
+            & (self.control_seen[group] > 0)
+            & ~self.condition_holdout[perturbation.long().view(-1)],
             "multi": multi,
             "segment": segment,
         }

@@ -1,11 +1,4 @@
-"""Perturbation labels: parsing, canonical form, and per-condition pseudobulks.
-
-A perturbation label names the perturbed genes of a cell joined by a delimiter (``"KLF1+MAP2K6"``); the
-control label (e.g. ``"control"``) names unperturbed cells. GEARS-style labels are understood too:
-``"MEIS1+ctrl"`` is the single ``MEIS1`` and ``"ctrl"`` is control. Internally a perturbation is the sorted,
-deduplicated tuple of its genes, the empty tuple being control, so ``"SET+KLF1"`` and ``"KLF1+SET"`` are the
-same condition.
-"""
+"""Canonical perturbation labels of cells and per-condition pseudobulks (labels parsed by :mod:`._value`)."""
 
 from __future__ import annotations
 
@@ -15,77 +8,12 @@ import numpy as np
 import pandas as pd
 from scipy import sparse
 
-__all__ = [
-    "CONTROL_ALIASES",
-    "canonical_label",
-    "condition_frame",
-    "group_codes",
-    "parse_perturbation",
-    "pseudobulk",
-]
+from ._value import _check_delimiter, parse_perturbation
 
-#: Tokens that always mean "no gene perturbed", whatever the control value (GEARS writes ``"A+ctrl"``).
-CONTROL_ALIASES = ("ctrl",)
+__all__ = ["PERTURBATION_COLUMN", "canonical_label", "condition_frame", "group_codes", "pseudobulk"]
 
 #: Column of :func:`condition_frame` holding the canonical perturbation label.
 PERTURBATION_COLUMN = "_perturbation"
-
-
-def _check_delimiter(delimiter: str) -> None:
-    if not isinstance(delimiter, str) or not delimiter or delimiter.isspace():
-        raise ValueError(f"The combination delimiter must be a non-empty, non-blank string, got {delimiter!r}.")
-
-
-def parse_perturbation(label: str, control_value: str, delimiter: str = "+") -> tuple[str, ...]:
-    """Genes perturbed in a condition label.
-
-    Parameters
-    ----------
-    label
-        Perturbation label: the control value, one gene (``"KLF1"``) or genes joined by ``delimiter``
-        (``"KLF1+MAP2K6"``). Tokens equal to ``control_value`` or ``"ctrl"`` are dropped, so GEARS-style
-        ``"MEIS1+ctrl"`` is the single ``MEIS1`` and ``"ctrl"`` is control. Whitespace around genes is ignored.
-    control_value
-        Label of control cells.
-    delimiter
-        String joining the genes of a combination.
-
-    Returns
-    -------
-    Sorted, deduplicated tuple of gene names; the empty tuple for control.
-
-    Raises
-    ------
-    ValueError
-        For a label that is not a string or is malformed: empty, an empty or blank gene between delimiters
-        (``"A++B"``), or a leading/trailing delimiter (``"+A"``, ``"A+"``). The message names the label.
-
-    Examples
-    --------
-    >>> from biojepa._perturbations import parse_perturbation
-    >>> parse_perturbation("MAP2K6+KLF1", control_value="control")
-    ('KLF1', 'MAP2K6')
-    >>> parse_perturbation("MEIS1+ctrl", control_value="control")
-    ('MEIS1',)
-    >>> parse_perturbation("control", control_value="control")
-    ()
-    """
-    _check_delimiter(delimiter)
-    if not isinstance(label, str):
-        raise ValueError(f"Perturbation label {label!r} is not a string; fill missing labels before use.")
-    if label == control_value:
-        return ()
-    genes = []
-    for token in label.split(delimiter):
-        gene = token.strip()
-        if not gene:
-            raise ValueError(
-                f"Malformed perturbation label {label!r}: empty gene name (check for doubled, leading or trailing "
-                f"{delimiter!r}); expected e.g. 'A{delimiter}B', a single gene, or the control value {control_value!r}."
-            )
-        if gene != control_value and gene not in CONTROL_ALIASES:
-            genes.append(gene)
-    return tuple(sorted(set(genes)))
 
 
 def canonical_label(genes: str | Iterable[str], delimiter: str = "+", control_value: str = "control") -> str:
@@ -111,7 +39,7 @@ def canonical_label(genes: str | Iterable[str], delimiter: str = "+", control_va
 
     Examples
     --------
-    >>> from biojepa._perturbations import canonical_label
+    >>> from biojepa.perturbation import canonical_label
     >>> canonical_label(["MAP2K6", "KLF1"])
     'KLF1+MAP2K6'
     >>> canonical_label([], control_value="ctrl")
@@ -145,7 +73,7 @@ def condition_frame(
     Examples
     --------
     >>> import pandas as pd
-    >>> from biojepa._perturbations import condition_frame
+    >>> from biojepa.perturbation import condition_frame
     >>> obs = pd.DataFrame({"condition": ["B+A", "ctrl", "A"]})
     >>> condition_frame(obs, "condition", "ctrl")["_perturbation"].tolist()
     ['A+B', 'ctrl', 'A']
@@ -158,7 +86,7 @@ def condition_frame(
         first = obs.index[np.flatnonzero(codes < 0)[0]]
         raise ValueError(f"adata.obs[{perturbation_key!r}] has missing labels (e.g. cell {first!r}); fill them first.")
     canon = np.array(
-        [canonical_label(parse_perturbation(u, control_value, delimiter), delimiter, control_value) for u in uniques],
+        [parse_perturbation(u, control_value, delimiter).label(delimiter, control_value) for u in uniques],
         dtype=object,
     )
     frame = pd.DataFrame({PERTURBATION_COLUMN: canon[codes]}, index=obs.index)
@@ -173,7 +101,7 @@ def group_codes(keys: pd.DataFrame) -> np.ndarray:
     Examples
     --------
     >>> import pandas as pd
-    >>> from biojepa._perturbations import group_codes
+    >>> from biojepa.perturbation import group_codes
     >>> group_codes(pd.DataFrame({"g": ["b", "a", "b"]})).tolist()
     [1, 0, 1]
     """
@@ -199,7 +127,7 @@ def pseudobulk(X, keys: pd.DataFrame) -> tuple[pd.DataFrame, np.ndarray, np.ndar
     Examples
     --------
     >>> import numpy as np, pandas as pd
-    >>> from biojepa._perturbations import pseudobulk
+    >>> from biojepa.perturbation import pseudobulk
     >>> groups, means, n = pseudobulk(np.array([[1.0], [3.0], [5.0]]), pd.DataFrame({"g": ["a", "a", "b"]}))
     >>> means.ravel().tolist(), n.tolist()
     ([2.0, 5.0], [2, 1])

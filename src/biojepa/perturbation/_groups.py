@@ -1,4 +1,4 @@
-"""Context matching: control populations and observed singles per covariate group, and retrieval helpers."""
+"""Covariate groups: the control population and the observed perturbations of each group of reference cells."""
 
 from __future__ import annotations
 
@@ -7,91 +7,9 @@ from collections.abc import Mapping
 import numpy as np
 import pandas as pd
 
-from .._perturbations import parse_perturbation
+from ._value import parse_perturbation
 
 Genes = tuple[str, ...]
-
-#: Kernel temperatures tried by :func:`loo_temperature` (``inf``: uniform weights, the train mean).
-TEMPERATURES = (0.05, 0.1, 0.2, 0.5, 1.0, np.inf)
-
-#: Prior strength of the interaction's shrinkage: with n combinations whose every member was also observed alone
-#: in the group, the learned interaction is scaled by n / (n + INTERACTION_PRIOR).
-INTERACTION_PRIOR = 10.0
-
-
-def interaction_shrinkage(group) -> float:
-    """Shrinkage factor ``n / (n + INTERACTION_PRIOR)`` of a group's learned interaction.
-
-    ``n`` counts the group's observed combinations whose every gene was also observed alone.
-
-    Only such combinations separate an interaction from the members' own effects; without them the learned
-    interaction is not identified by the data and the prediction stays additive.
-
-    Examples
-    --------
-    >>> import numpy as np
-    >>> from biojepa.data import CovariateGroup, interaction_shrinkage
-    >>> group = CovariateGroup(("k562",), control=np.array([0]))
-    >>> group.singles["A"], group.combinations = np.array([1]), [("A", "B")]
-    >>> interaction_shrinkage(group)  # B never observed alone: the interaction is not identified
-    0.0
-    >>> group.singles["B"] = np.array([2])
-    >>> round(interaction_shrinkage(group), 3)  # 1 / (1 + 10)
-    0.091
-    """
-    n = sum(all(g in group.singles for g in genes) for genes in group.combinations)
-    return n / (n + INTERACTION_PRIOR)
-
-
-def kernel_weights(query: np.ndarray, shifts: np.ndarray, temperature: float) -> np.ndarray:
-    r"""Weights :math:`w_j \propto \exp(\cos(q, s_j) / \tau)` over shifts (uniform if :math:`\tau = \infty`).
-
-    Examples
-    --------
-    >>> import numpy as np
-    >>> from biojepa.data import kernel_weights
-    >>> query, shifts = np.array([1.0, 0.0]), np.array([[2.0, 0.0], [0.0, 1.0]])
-    >>> [round(float(w), 3) for w in kernel_weights(query, shifts, 1.0)]  # cosines 1 and 0
-    [0.731, 0.269]
-    >>> kernel_weights(query, shifts, np.inf).tolist()
-    [0.5, 0.5]
-    """
-    if not np.isfinite(temperature):
-        return np.full(len(shifts), 1.0 / len(shifts))
-    norms = np.linalg.norm(shifts, axis=1) * max(np.linalg.norm(query), 1e-12)
-    logits = shifts @ query / np.maximum(norms, 1e-12) / temperature
-    w = np.exp(logits - logits.max())
-    return w / w.sum()
-
-
-def loo_temperature(shifts: np.ndarray, deltas: np.ndarray) -> float:
-    """Temperature minimizing the leave-one-out error of predicting each single's change from the others'.
-
-    With fewer than 3 singles, or when similarity in latent space does not help, this is ``inf``: every gene not
-    observed alone gets the mean change of the observed singles (the train-mean baseline).
-
-    Examples
-    --------
-    >>> import numpy as np
-    >>> from biojepa.data import loo_temperature
-    >>> shifts = np.array([[1.0, 0.0], [1.0, 0.1], [0.0, 1.0], [0.1, 1.0]])
-    >>> loo_temperature(shifts, np.array([[1.0], [1.0], [-1.0], [-1.0]]))  # similar shifts, similar changes
-    0.05
-    >>> loo_temperature(shifts, np.array([[1.0], [-1.0], [1.0], [-1.0]]))  # similarity does not help
-    inf
-    """
-    n = len(shifts)
-    if n < 3:
-        return np.inf
-    errors = []
-    for tau in TEMPERATURES:
-        err = 0.0
-        for j in range(n):
-            others = np.delete(np.arange(n), j)
-            w = kernel_weights(shifts[j], shifts[others], tau)
-            err += float(np.sum((w @ deltas[others] - deltas[j]) ** 2))
-        errors.append(err)
-    return TEMPERATURES[int(np.argmin(errors))]
 
 
 class CovariateGroup:
@@ -100,7 +18,7 @@ class CovariateGroup:
     Examples
     --------
     >>> import numpy as np
-    >>> from biojepa.data import CovariateGroup
+    >>> from biojepa.perturbation import CovariateGroup
     >>> group = CovariateGroup(("k562",), control=np.array([0, 3]))
     >>> group.singles["A"] = np.array([1, 2])
     >>> group.values, group.control.tolist(), sorted(group.singles), group.combinations
@@ -111,6 +29,7 @@ class CovariateGroup:
         self.values, self.control = values, control
         self.singles: dict[str, np.ndarray] = {}  # gene -> row indices of cells perturbed in that gene alone
         self.combinations: list[Genes] = []  # observed combinations of two or more genes
+        self.observed: dict[Genes, np.ndarray] = {}  # any observed gene set -> its row indices
         self.types: list[str] = []
 
 
@@ -132,12 +51,13 @@ def covariate_groups(
     control, delimiter
         Control label and combination delimiter.
     types
-        Perturbation type of every cell, or ``None``.
+        Perturbation type of every cell, or ``None``. A group's types are those of its perturbed cells, or of its
+        control cells when it has none (a new context given by its control cells).
 
     Examples
     --------
     >>> import numpy as np, pandas as pd
-    >>> from biojepa.data import covariate_groups
+    >>> from biojepa.perturbation import covariate_groups
     >>> labels = np.array(["ctrl", "A", "A+B", "ctrl", "B"])
     >>> groups = covariate_groups(labels, pd.DataFrame({"line": list("xxxyy")}), "ctrl", "+")
     >>> x = groups[("x",)]
@@ -157,13 +77,15 @@ def covariate_groups(
             continue
         group = CovariateGroup(values, rows[is_ctrl])
         for label in np.unique(labels[rows[~is_ctrl]]):
-            genes = parse_perturbation(label, control, delimiter)
+            genes = parse_perturbation(label, control, delimiter).genes
+            group.observed[genes] = rows[labels[rows] == label]
             if len(genes) == 1:
                 group.singles[genes[0]] = rows[labels[rows] == label]
             elif len(genes) > 1:
                 group.combinations.append(genes)
         if types is not None:
-            group.types = list(pd.Series(types[rows[~is_ctrl]]).value_counts().index)
+            typed = rows[~is_ctrl] if (~is_ctrl).any() else rows  # a group of control cells only: their type
+            group.types = list(pd.Series(types[typed]).value_counts().index)
         groups[values] = group
     return groups
 
@@ -173,7 +95,7 @@ def select_groups(groups: list[tuple], cov_keys: list[str], covariates: Mapping 
 
     Examples
     --------
-    >>> from biojepa.data import select_groups
+    >>> from biojepa.perturbation import select_groups
     >>> groups = [("k562", "d1"), ("hepg2", "d1"), ("k562", "d2")]
     >>> select_groups(groups, ["line", "day"], None)
     [('hepg2', 'd1'), ('k562', 'd1'), ('k562', 'd2')]
@@ -185,7 +107,10 @@ def select_groups(groups: list[tuple], cov_keys: list[str], covariates: Mapping 
     KeyError: "No control cells with line='jurkat' in the AnnData; values with controls: ['hepg2', 'k562']."
     """
     if not groups:
-        raise ValueError("The AnnData has no control cells; predictions start from the control population.")
+        raise ValueError(
+            "The reference AnnData has no control cells; predictions start from the control population, so pass "
+            "`adata=` with control cells of each context to predict in."
+        )
     if covariates is None:
         return sorted(groups)
     if not isinstance(covariates, Mapping):

@@ -1,0 +1,117 @@
+"""New contexts, doses and the validated interaction of :meth:`biojepa.BioJEPA.predict_perturbation`."""
+
+import numpy as np
+import pandas as pd
+import pytest
+import scvi
+from anndata import AnnData
+
+import biojepa as bj
+
+
+def _train(adata, epochs=3, **setup):
+    scvi.settings.seed = 0
+    setup.setdefault("categorical_covariate_keys", ["line"])
+    bj.BioJEPA.setup_anndata(adata, perturbation_key="condition", control_value="control", **setup)
+    model = bj.BioJEPA(adata, n_latent=8)
+    model.train(max_epochs=epochs, batch_size=64, enable_progress_bar=False)
+    return model
+
+
+def test_new_cell_line_from_its_control_cells(screen_factory):
+    full = screen_factory(counts=False)
+    l1 = full[(full.obs.line == "L1").to_numpy()].copy()
+    model = _train(l1)
+    new = full[((full.obs.line == "L2") & (full.obs.condition == "control")).to_numpy()].copy()
+    new.obs["line"] = new.obs["line"].astype(str).replace("L2", "L_new")
+    before = new.copy()
+    pred = model.predict_perturbation(["g0", "g0+g1"], adata=new)
+    assert pred.obs["line"].tolist() == ["L_new", "L_new"]
+    assert pred.obs["source"].tolist() == ["predicted", "predicted"]  # nothing observed in the new line
+    np.testing.assert_allclose(pred.X[0] - pred.layers["delta"][0], np.asarray(new.X.mean(0)).ravel(), atol=1e-4)
+    assert np.isfinite(pred.X).all() and np.abs(pred.layers["delta"]).sum() > 0
+    z = model.get_latent_representation(new)  # an unseen category embeds without a registry error
+    assert z.shape == (new.n_obs, 8) and np.isfinite(z).all()
+    pd.testing.assert_frame_equal(new.obs, before.obs)
+
+
+def test_group_with_controls_only_in_training(screen_factory):
+    adata = screen_factory(counts=False)
+    keep = ((adata.obs.line == "L1") | (adata.obs.condition == "control")).to_numpy()
+    model = _train(adata[keep].copy())  # L2 has control cells but no perturbed cell
+    pred = model.predict_perturbation(["g0", "g2"], covariates={"line": "L2"})
+    assert pred.shape[0] == 2 and np.isfinite(pred.X).all()
+    assert model.get_perturbation_embedding(covariates={"line": "L2"}).shape == (4, 8)  # the reference's labels
+
+
+def test_context_without_control_cells_is_an_error(screen_factory):
+    adata = screen_factory(counts=False)
+    model = _train(adata, epochs=1)
+    no_ctrl = adata[(adata.obs.condition == "g0").to_numpy()].copy()
+    with pytest.raises(ValueError, match="no control cells"):
+        model.predict_perturbation("g1", adata=no_ctrl)
+
+
+def test_dose_changes_predictions_and_follows_its_gene(screen_factory):
+    adata = screen_factory(counts=False)
+    adata.obs["dose"] = np.where(adata.obs.condition == "control", "0", "1")
+    adata.obs.loc[adata.obs.condition == "g0+g1", "dose"] = "1+3"
+    adata.obs.loc[(adata.obs.condition == "g0").to_numpy() & (np.arange(adata.n_obs) % 2 == 0), "dose"] = "3"
+    model = _train(adata, dose_key="dose")
+    cov = {"line": "L1"}
+    low, high = (model.predict_perturbation("g0", covariates=cov, dose=d) for d in (1, 3))
+    assert not np.allclose(low.layers["delta"], high.layers["delta"], atol=1e-6)
+    unseen = model.predict_perturbation("g0", covariates=cov, dose=10)  # a dose never seen in training
+    assert np.isfinite(unseen.X).all()
+    written = model.predict_perturbation("g1+g0", covariates=cov, dose="3+1")
+    swapped = model.predict_perturbation("g0+g1", covariates=cov, dose="1+3")
+    np.testing.assert_allclose(written.X, swapped.X, atol=1e-6)  # the dose follows its gene, not its position
+    other = model.predict_perturbation("g0+g1", covariates=cov, dose="3+1")
+    assert not np.allclose(other.X, swapped.X, atol=1e-6)
+    with pytest.raises(ValueError, match="'1\\+2\\+3'"):
+        model.predict_perturbation("g0+g1", covariates=cov, dose="1+2+3")
+
+
+def test_dose_without_dose_key_is_an_error(screen_factory):
+    model = _train(screen_factory(counts=False), epochs=1)
+    with pytest.raises(ValueError, match="dose_key"):
+        model.predict_perturbation("g0", dose=2)
+
+
+def _combination_screen(n_genes=40, n_cells=12, seed=0) -> AnnData:
+    """Control, 8 singles and 10 doubles of them; doubles act super-additively on a block of genes."""
+    rng = np.random.default_rng(seed)
+    base = rng.gamma(2.0, 1.0, n_genes)
+    singles = [f"g{i}" for i in range(8)]
+    pairs = [(0, 1), (1, 2), (2, 3), (3, 4), (4, 5), (5, 6), (6, 7), (0, 7), (1, 5), (2, 6)]
+    doubles = [f"g{i}+g{j}" for i, j in pairs]
+    X, obs = [], []
+    for cond in ["control", *singles, *doubles]:
+        mu = base.copy()
+        genes = [] if cond == "control" else [int(g[1:]) for g in cond.split("+")]
+        for g in genes:
+            mu[8 + 3 * g : 11 + 3 * g] *= 3.0
+        if len(genes) == 2:
+            mu[32:40] *= 4.0
+        X.append(np.log1p(rng.poisson(mu, (n_cells if cond != "control" else 4 * n_cells, n_genes))))
+        obs += [cond] * len(X[-1])
+    adata = AnnData(np.vstack(X).astype(np.float32), obs=pd.DataFrame({"condition": obs}))
+    adata.obs_names = [f"c{i}" for i in range(adata.n_obs)]
+    adata.var_names = [f"g{i}" for i in range(n_genes)]
+    return adata
+
+
+def test_interaction_strength_is_chosen_on_held_out_training_combinations():
+    adata = _combination_screen()
+    model = _train(adata, epochs=8, categorical_covariate_keys=None)
+    setup = model.perturbation_setup_
+    assert len(setup.holdout) == 2
+    held = model.module.condition_holdout.cpu().numpy()
+    assert [setup.labels[i] for i in np.flatnonzero(held)] == [
+        label for label in setup.labels if label in setup.holdout
+    ]
+    scale = model.module.interaction_scale.item()
+    assert 0.0 <= scale <= 2.0
+    pred = model.predict_perturbation(list(setup.holdout))
+    assert pred.uns["interaction_scale"] == pytest.approx(scale)
+    assert (pred.obs["source"] == "predicted").all()
