@@ -8,7 +8,20 @@ import pytest
 
 import biojepa as bj
 
-MODULES = [bj, bj.data, bj.nn, bj.pl, bj.tl, bj.metrics, bj.baselines, bj.datasets, bj.train, bj.module, bj.masks]
+MODULES = [
+    bj,
+    bj.data,
+    bj.nn,
+    bj.pl,
+    bj.tl,
+    bj.tune,
+    bj.metrics,
+    bj.baselines,
+    bj.datasets,
+    bj.train,
+    bj.module,
+    bj.masks,
+]
 
 
 def _public():

@@ -2,7 +2,7 @@
 
 from importlib.metadata import PackageNotFoundError, version
 
-from . import baselines, datasets, metrics, pl, tl
+from . import baselines, datasets, metrics, pl, tl, tune
 from .model import BioJEPA
 
 try:
@@ -10,4 +10,4 @@ try:
 except PackageNotFoundError:  # pragma: no cover - running from a source tree
     __version__ = "unknown"
 
-__all__ = ["BioJEPA", "__version__", "baselines", "datasets", "metrics", "pl", "tl"]
+__all__ = ["BioJEPA", "__version__", "baselines", "datasets", "metrics", "pl", "tl", "tune"]
