@@ -5,6 +5,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import scvi
 
 import biojepa as bj
 
@@ -28,6 +29,7 @@ def test_search_space_objectives():
 @pytest.mark.slow
 def test_tuning_page_example_runs(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(scvi.settings, "logging_dir", tmp_path / "scvi_log")  # trials log here, not in the checkout
     first, second = re.findall(r"```python\n(.*?)```", TUNING_PAGE.read_text(), flags=re.S)
     namespace: dict = {}
     exec(compile(first, "docs/tuning.md example", "exec"), namespace)
