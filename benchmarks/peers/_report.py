@@ -43,8 +43,10 @@ def split_tables(scores: pd.DataFrame) -> list[str]:
 
 def cost_table(cost: pd.DataFrame) -> list[str]:
     """Training cells/s and peak RSS per method and run, mean over seeds, with ratios to BioJEPA's same run/seed."""
-    if cost.empty or "BioJEPA" not in set(cost.method):
+    if cost.empty or "BioJEPA" not in set(cost.method) or "invocation" not in cost:
         return []
+    shared = cost.groupby("invocation")["method"].nunique()
+    cost = cost[cost.invocation.isin(shared[shared > 1].index)]  # only invocations where BioJEPA ran next to peers
     ref = cost[cost.method == "BioJEPA"].set_index(["run", "seed", "invocation"])
     cost = cost.join(ref[["cells_per_s", "peak_rss_mib"]], on=["run", "seed", "invocation"], rsuffix="_biojepa")
     cost = cost[cost["cells_per_s_biojepa"].notna()]
