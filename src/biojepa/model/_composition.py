@@ -134,7 +134,14 @@ class CompositionMixin(ReferenceMixin):
         residuals, interactions = self._holdout_interactions()
         scale = interaction_scale(residuals, interactions)
         self.module.interaction_scale.fill_(scale)
-        logger.info("Interaction strength %.3f chosen on %d held-out combinations.", scale, len(residuals))
+        if len(residuals):
+            logger.info("Interaction strength %.3f chosen on %d held-out combinations.", scale, len(residuals))
+        else:
+            logger.info(
+                "Too few training combinations to hold some out and choose the interaction's strength: it stays %.3f "
+                "(predicted combinations compose their members' learned effects).",
+                scale,
+            )
 
     @torch.inference_mode()
     def _holdout_interactions(self) -> tuple[np.ndarray, np.ndarray]:

@@ -69,7 +69,8 @@ class InputsMixin:
         if missing:
             raise ValueError(
                 f"The AnnData lacks {len(missing)} of the model's {len(expected)} genes (e.g. {missing[:5]}); "
-                "BioJEPA needs every training gene (add them as zeros if they were not measured)."
+                "map it with `BioJEPA.prepare_query_anndata(adata, model)`, which reorders the genes and masks the "
+                "missing ones (they are not treated as measured zeros)."
             )
         raise ValueError(
             f"The AnnData's genes differ in order or number from the model's ({adata.n_vars} vs {len(expected)}); "

@@ -133,7 +133,7 @@ class PerturbationMixin(CompositionMixin):
         columns = [setup.perturbation_key, *setup.covariate_keys, "source"]
         pred = AnnData(
             X=np.vstack(X).astype(np.float32),
-            obs=pd.DataFrame(obs, columns=columns, index=_index(len(obs))).astype(str),
+            obs=pd.DataFrame(obs, columns=columns, index=_index(len(obs))).astype(str).astype("category"),
             var=pd.DataFrame(index=adata.var_names.copy()),
             layers={"delta": np.vstack(delta).astype(np.float32)},
             obsm={"X_biojepa": np.vstack(latents).astype(np.float32)},
