@@ -75,3 +75,26 @@ def test_feature_table_must_name_training_perturbations(screen_factory):
     table = pd.DataFrame({"f": [1.0]}, index=["unrelated"])
     with pytest.raises(ValueError, match="index the table by perturbation name"):
         bj.BioJEPA(adata, perturbation_features=table)
+
+
+def test_screen_ranks_the_compound_that_reaches_the_target(screen_factory):
+    adata = _dosed_screen(screen_factory)
+    scvi.settings.seed = 0
+    bj.BioJEPA.setup_anndata(adata, perturbation_key="condition", control_value="control", dose_key="dose")
+    model = bj.BioJEPA(adata, n_latent=8, perturbation_features=_features())
+    model.train(max_epochs=15, batch_size=64, enable_progress_bar=False)
+    start = adata[(adata.obs.condition == "control").to_numpy()].copy()
+    target = adata[(adata.obs.condition == "g1").to_numpy() & (adata.obs.dose == "10").to_numpy()].copy()
+    library = _features()
+    ranked = model.screen(library, target=target, adata=start, dose=[10])
+    assert ranked.iloc[0]["condition"] == "g1", ranked
+    chunked = model.screen(library, target=target, adata=start, dose=[10], chunk_size=1)
+    pd.testing.assert_frame_equal(ranked, chunked)
+    change = adata[target.obs_names].X.mean(0) - start.X.mean(0)
+    signature = pd.Series(np.asarray(change).ravel(), index=adata.var_names)
+    by_signature = model.screen(library, target=signature, adata=start, dose=[10])
+    assert by_signature.iloc[0]["condition"] == "g1", by_signature
+    with pytest.raises(ValueError, match="feature columns"):
+        model.screen(library.iloc[:, :3], target=target, adata=start)
+    with pytest.raises(TypeError, match="`target` must be"):
+        model.screen(library, target=[1, 2], adata=start)

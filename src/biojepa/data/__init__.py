@@ -1,5 +1,6 @@
 """Data checks and per-gene preprocessing shared by the model."""
 
+from ._compounds import compound_features
 from ._genes import (
     coexpression_modules,
     gene_loadings,
@@ -34,6 +35,7 @@ from ._validate import (
 )
 
 __all__ = [
+    "compound_features",
     "MODALITY_LAYERS",
     "Modality",
     "check_modalities",

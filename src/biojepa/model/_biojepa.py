@@ -41,6 +41,7 @@ from ._multiomics import MultiomicsMixin
 from ._perturbation import PerturbationMixin
 from ._query import QueryMixin
 from ._save_load import SaveLoadMixin
+from ._screen import ScreenMixin
 from ._training import TrainingMixin
 from ._trajectory import TrajectoryMixin
 
@@ -53,6 +54,7 @@ class BioJEPA(
     MultiomicsMixin,
     TrajectoryMixin,
     PerturbationMixin,
+    ScreenMixin,
     QueryMixin,
     SaveLoadMixin,
     TrainingMixin,
