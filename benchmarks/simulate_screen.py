@@ -240,7 +240,7 @@ def _hill(x: np.ndarray, k: np.ndarray, h: np.ndarray) -> np.ndarray:
     return np.where(k > 0, k * frac, -k * (1.0 - frac))
 
 
-def steady_state(grn: dict[str, np.ndarray], knocked_out=()) -> np.ndarray:
+def steady_state(grn: dict[str, np.ndarray], knocked_out=(), production_scale: np.ndarray | None = None) -> np.ndarray:
     """Deterministic steady state with half-responses fixed at the control network's (``grn["h"]``).
 
     Parameters
@@ -249,6 +249,9 @@ def steady_state(grn: dict[str, np.ndarray], knocked_out=()) -> np.ndarray:
         Network from :func:`random_grn` with ``h`` added.
     knocked_out
         Indices of knocked-out genes (held at 0).
+    production_scale
+        Optional per-gene factor (>= 0) on each gene's whole production (basal rate plus incoming Hill terms):
+        a partial knockdown (< 1) or over-activation (> 1). ``None`` is a factor of 1 everywhere.
 
     Returns
     -------
@@ -265,35 +268,47 @@ def steady_state(grn: dict[str, np.ndarray], knocked_out=()) -> np.ndarray:
         prod = grn["basal"].copy()
         prod += np.bincount(grn["tar"][e], _hill(x[grn["reg"][e]], grn["k"][e], grn["h"][e]), minlength=n)
         genes = (grn["level"] == lev) & ~ko
+        if production_scale is not None:
+            prod *= production_scale
         x[genes] = prod[genes] / DECAY
     return x
 
 
-def _condition_network(grn: dict[str, np.ndarray], knocked_out) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _condition_network(
+    grn: dict[str, np.ndarray], knocked_out, production_scale: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Effective basal rates and interaction strengths that make sergio-rs reproduce the knockout steady state.
 
-    Returns ``basal`` (per gene), ``keep`` (mask of interactions passed to sergio-rs) and ``k_eff`` (their strength).
+    ``production_scale`` (optional, per gene) multiplies each gene's basal rate and incoming strengths, as in
+    :func:`steady_state`. Returns ``basal`` (per gene), ``keep`` (mask of interactions passed to sergio-rs) and
+    ``k_eff`` (their strength).
     """
     n = grn["basal"].size
     ko = np.zeros(n, bool)
     ko[list(knocked_out)] = True
-    x = steady_state(grn, knocked_out)
+    x = steady_state(grn, knocked_out, production_scale)
     f = _hill(x[grn["reg"]], grn["k"], grn["h"])
     basal = grn["basal"].copy()
     lost = ko[grn["reg"]] & ~ko[grn["tar"]]  # input from a knocked-out regulator: constant (0 or |k|)
     basal += np.bincount(grn["tar"][lost], f[lost], minlength=n)
     basal[ko] = 0.0
     keep = ~ko[grn["reg"]] & ~ko[grn["tar"]]
+    if production_scale is not None:
+        basal *= production_scale
+        f = f * production_scale[grn["tar"]]
     return basal, keep, np.sign(grn["k"]) * 2.0 * f
 
 
 def _simulate_condition(task: tuple) -> np.ndarray:
-    """Clean sergio-rs expression (cells x genes, float32) of one condition."""
-    grn, knocked_out, n_cells, seeds = task
+    """Clean sergio-rs expression (cells x genes, float32) of one condition.
+
+    ``task`` is ``(grn, knocked_out, n_cells, seeds)`` or ``(grn, knocked_out, n_cells, seeds, production_scale)``.
+    """
+    grn, knocked_out, n_cells, seeds, *rest = task
     sergio_rs = _sergio()
     n = grn["basal"].size
     names = [f"G{i}" for i in range(n)]
-    basal, keep, k_eff = _condition_network(grn, knocked_out)
+    basal, keep, k_eff = _condition_network(grn, knocked_out, rest[0] if rest else None)
     net = sergio_rs.GRN()
     source = sergio_rs.Gene(name=SOURCE, decay=DECAY)
     for i in range(n):  # basal production first: fixes the gene order inside sergio-rs
