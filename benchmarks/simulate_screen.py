@@ -233,6 +233,26 @@ def random_grn(n_genes: int, n_regulators: int, seed: int) -> dict[str, np.ndarr
     }
 
 
+def add_half_responses(grn: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Set ``grn["h"]``: every interaction's half-response at its regulator's control steady state (SERGIO's rule).
+
+    At that steady state every Hill term equals ``|k| / 2``, so it is ``(basal + sum of |k| / 2) / decay``.
+
+    Parameters
+    ----------
+    grn
+        Network from :func:`random_grn`; modified in place.
+
+    Returns
+    -------
+    The same dict, for chaining.
+    """
+    n = grn["basal"].size
+    x_control = (grn["basal"] + np.bincount(grn["tar"], np.abs(grn["k"]) / 2, minlength=n)) / DECAY
+    grn["h"] = x_control[grn["reg"]]
+    return grn
+
+
 def _hill(x: np.ndarray, k: np.ndarray, h: np.ndarray) -> np.ndarray:
     """SERGIO Hill term: ``k x^n / (x^n + h^n)`` for activation, ``|k| h^n / (x^n + h^n)`` for repression."""
     xn, hn = x**HILL_N, h**HILL_N
@@ -489,9 +509,7 @@ def simulate_screen(
         raise ValueError(f"n_genes={n_genes} is too small for n_singles={n_singles}.")
     grn = random_grn(n_genes, n_regulators, seed)
     names = np.array([f"G{i}" for i in range(n_genes)])
-    # half-response = regulator's control steady state, at which every Hill term is |k| / 2
-    x_control = (grn["basal"] + np.bincount(grn["tar"], np.abs(grn["k"]) / 2, minlength=n_genes)) / DECAY
-    grn["h"] = x_control[grn["reg"]]
+    add_half_responses(grn)
     singles, doubles, double_info = _choose_knockouts(grn, n_singles, n_doubles, seed)
 
     conditions = [(), *((g,) for g in singles), *doubles]
