@@ -12,6 +12,7 @@ from anndata import AnnData
 from .._constants import EXTRA_KEYS
 from ..nn import FEATURES_ONLY
 from ..perturbation import CovariateGroup, Perturbation, PerturbationFeatures, interaction_scale
+from ._anchoring import AnchoringMixin
 from ._reference import ReferenceMixin
 
 logger = logging.getLogger(__name__)
@@ -27,7 +28,7 @@ def _trained_vocabulary(setup) -> np.ndarray:
 OBSERVED, PREDICTED = "observed", "predicted"
 
 
-class CompositionMixin(ReferenceMixin):
+class CompositionMixin(AnchoringMixin, ReferenceMixin):
     r"""Latent shift of a perturbation in a covariate group and its decoded expression change.
 
     The composition is the module's, in training and prediction alike: predicted latent = control latent +
@@ -103,15 +104,6 @@ class CompositionMixin(ReferenceMixin):
         z_ctrl = torch.as_tensor(prof["z_ctrl"], device=self.device)
         return {**prof, "group": group, "context": context, "ptype": ptype, "z_ctrl_t": z_ctrl, "residuals": {}}
 
-    def _residual(self, adata: AnnData, state: dict, gene: str) -> np.ndarray:
-        """Observed change of a single minus the decoding of its learned effect, in the group of ``state``."""
-        if gene not in state["residuals"]:
-            group = state["group"]
-            single = self._effect(group, state["context"], Perturbation((gene,)), state["ptype"])["shift"]
-            observed = self._mean_log_expression(adata, group.singles[gene]) - state["log_ctrl_mean"]
-            state["residuals"][gene] = observed - self._decode(state["z_ctrl_t"], single)
-        return state["residuals"][gene]
-
     def _compose(
         self,
         adata: AnnData,
@@ -126,17 +118,19 @@ class CompositionMixin(ReferenceMixin):
     ) -> list[dict]:
         """Per (group, perturbation): the latent shift, the change of mean log expression and its source.
 
-        ``anchor``: a gene observed alone (without a registered dose) contributes, besides its decoded learned
-        effect, the residual of that decoding against its observed change: in the group itself when observed there
-        (so a seen single returns its observed change and a combination of seen singles starts from the additive
-        combination of observed changes, plus what the model adds: the interaction and the decoder's
-        non-additivity), else the mean residual over the groups of ``every`` where it was observed alone.
+        ``anchor``: each member contributes, besides its decoded learned effect, the residual of that decoding
+        against an observed change (:mod:`biojepa.model._anchoring`): a seen single returns its observed change, a
+        combination of seen singles starts from the additive combination of observed changes plus what the model
+        adds (the interaction and the decoder's non-additivity), an unseen dose moves the nearest dose's residual
+        along the learned dose-response, and an untrained token gets the residual its trained peers share.
         ``observed``: a perturbation observed in the group returns its observed mean change.
         """
         if isinstance(n_control_cells, bool) or not isinstance(n_control_cells, int) or n_control_cells < 1:
             raise ValueError(f"`n_control_cells` must be a positive integer, got {n_control_cells!r}.")
         self.module.eval()
-        anchor = anchor and self.module.condition_dose is None
+        dosed = self.module.condition_dose is not None
+        trained = _trained_vocabulary(self._setup())
+        lookup = {g: i for i, g in enumerate(self._setup().vocabulary)}
         states: dict[tuple, dict] = {}
 
         def state(group):
@@ -154,8 +148,10 @@ class CompositionMixin(ReferenceMixin):
                     shift = self._effect(group, own["context"], p, own["ptype"])["shift"]
                     d_log = self._decode(own["z_ctrl_t"], shift)
                     for gene in p.genes if anchor else ():
-                        d_log = d_log + self._anchor(adata, own, gene, every or [], state)
-                    if anchor and len(p.genes) == 1 and p.genes[0] in group.singles:
+                        dose = (p.dose_of(gene) if p.doses is not None else 1.0) if dosed else None
+                        novel = gene not in lookup or not trained[lookup[gene]]
+                        d_log = d_log + self._anchor(adata, own, gene, dose, novel, every or [], state)
+                    if anchor and self._anchored_observed(group, p, dosed):
                         source = OBSERVED  # decoded effect and its residual: the observed change
                     if observed and p.genes in group.observed:
                         change = self._mean_log_expression(adata, group.observed[p.genes]) - own["log_ctrl_mean"]
@@ -165,19 +161,6 @@ class CompositionMixin(ReferenceMixin):
                     {"group": group, "perturbation": p, "shift": shift, "d_log": d_log, "source": source, **prof}
                 )
         return out
-
-    def _anchor(self, adata: AnnData, own: dict, gene: str, every: list[CovariateGroup], state) -> np.ndarray | float:
-        """Residual of ``gene`` in its own group, else its mean residual over the other groups that observed it."""
-        if gene in own["group"].singles:
-            return self._residual(adata, own, gene)
-        others = []
-        for group in every:
-            if gene in group.singles and group.values != own["group"].values:
-                try:
-                    others.append(self._residual(adata, state(group), gene))
-                except ValueError:  # e.g. a group whose perturbation type is ambiguous: not used
-                    continue
-        return np.mean(others, axis=0) if others else 0.0
 
     # ------------------------------------------------------------------ strengths chosen on held-out labels
     def _after_training(self) -> None:
