@@ -6,8 +6,8 @@ observed change where one exists, so predictions start from what was measured an
 
 * a gene observed alone in the group (no doses): its residual there, else its mean residual over the groups that
   observed it (a gene seen in other cell lines);
-* with doses: the residual at the training dose nearest in log dose, scaled by the ratio of the learned
-  dose-response at the requested and at that dose (so an unseen dose moves along the learned Hill curve);
+* with doses: the residual fitted over the single's training doses as a multiple of its learned dose-response,
+  evaluated at the requested dose (so an unseen dose moves along the learned Hill curve);
 * a token the perturbation loss never trained and nobody observed (a gene never perturbed, a compound known from its
   features): the mean residual of the trained singles observed in the group, at the nearest doses — the systematic
   part of the decoding error that every perturbation shares.
@@ -19,9 +19,6 @@ import numpy as np
 from anndata import AnnData
 
 from ..perturbation import CovariateGroup, Perturbation
-
-#: Largest factor by which a residual is scaled to another dose.
-MAX_DOSE_RATIO = 3.0
 
 
 class AnchoringMixin:
@@ -41,35 +38,37 @@ class AnchoringMixin:
             state["residuals"][key] = (observed - self._decode(state["z_ctrl_t"], single["shift"]), single["gate"])
         return state["residuals"][key][0]
 
-    def _nearest_dose(self, group: CovariateGroup, gene: str, dose: float) -> float | None:
-        """Training dose of ``gene``'s single in ``group`` nearest to ``dose`` in log dose (``None``: none)."""
-        measured = np.unique(group.single_doses.get(gene, np.array([])))
-        measured = measured[np.isfinite(measured) & (measured > 0)]
-        if measured.size == 0 or not dose > 0:
-            return None
-        return float(measured[np.argmin(np.abs(np.log(measured) - np.log(dose)))])
-
-    def _dose_ratio(self, state: dict, gene: str, dose: float, nearest: float) -> float:
-        """Learned dose-response of ``gene`` at ``dose`` over that at ``nearest`` (clipped)."""
-        if np.isclose(dose, nearest):
-            return 1.0
-        gates = []
-        for d in (dose, nearest):
-            gate = self._effect(state["group"], state["context"], Perturbation((gene,), (d,)), state["ptype"])["gate"]
-            gates.append(float(gate[0, 0]))
-        return float(np.clip(gates[0] / max(gates[1], 1e-6), 0.0, MAX_DOSE_RATIO))
+    def _gate(self, state: dict, gene: str, dose: float) -> float:
+        """Learned dose-response of ``gene`` at ``dose`` in the group of ``state``."""
+        eff = self._effect(state["group"], state["context"], Perturbation((gene,), (dose,)), state["ptype"])
+        return float(eff["gate"][0, 0])
 
     def _dosed_residual(self, adata: AnnData, state: dict, gene: str, dose: float) -> np.ndarray | None:
-        """Residual of ``gene`` at its nearest training dose in the group, moved to ``dose`` (``None``: unobserved)."""
-        if gene not in state["group"].singles:
+        r"""Residual of ``gene`` at ``dose``: ``h(dose) r``, with ``r`` fitted over its training doses in the group.
+
+        Least squares over the measured doses :math:`d_i` of the single, :math:`\rho(d_i) \approx h(d_i)\, r`, so
+        the part of the effect the latent misses follows the learned dose-response and the sampling noise of each
+        dose's cells averages out. ``None`` where the single was not measured in the group.
+        """
+        group = state["group"]
+        if gene not in group.singles:
             return None
-        nearest = self._nearest_dose(state["group"], gene, dose)
-        if nearest is None:
+        fits = state.setdefault("dose_fits", {})
+        if gene not in fits:
+            measured = np.unique(group.single_doses.get(gene, np.array([])))
+            measured = measured[np.isfinite(measured) & (measured > 0)]
+            num, den = 0.0, 0.0
+            for d in measured:
+                h = self._gate(state, gene, float(d))
+                num = num + h * self._residual(adata, state, gene, float(d))
+                den += h * h
+            fits[gene] = None if den <= 1e-12 else num / den
+        if fits[gene] is None or not dose > 0:
             return None
-        return self._residual(adata, state, gene, nearest) * self._dose_ratio(state, gene, dose, nearest)
+        return self._gate(state, gene, dose) * fits[gene]
 
     def _typical_residual(self, adata: AnnData, state: dict, dose: float | None) -> np.ndarray | float:
-        """Mean residual of the trained singles observed in the group (at their nearest doses to ``dose``)."""
+        """Mean residual of the trained singles observed in the group (at ``dose``)."""
         cache = state.setdefault("typical", {})
         if dose not in cache:
             trained = self._setup().trained_vocabulary()
@@ -119,11 +118,5 @@ class AnchoringMixin:
         return self._typical_residual(adata, own, dose) if novel else 0.0
 
     def _anchored_observed(self, group: CovariateGroup, perturbation: Perturbation, dosed: bool) -> bool:
-        """Whether anchoring returns the observed change: a single observed in the group (at that dose)."""
-        if len(perturbation.genes) != 1 or perturbation.genes[0] not in group.singles:
-            return False
-        gene = perturbation.genes[0]
-        if not dosed:
-            return True
-        dose = perturbation.doses[0] if perturbation.doses is not None else 1.0
-        return bool(np.isclose(group.single_doses.get(gene, np.array([])), dose).any())
+        """Whether anchoring returns the observed change: a single observed in the group, without doses."""
+        return not dosed and len(perturbation.genes) == 1 and perturbation.genes[0] in group.singles
