@@ -9,6 +9,7 @@ from ._genes import (
     normalize_expression,
     sample_rows,
 )
+from ._go import GO_ONTOLOGIES, go_features
 from ._loading import BlockDataset, BlockSampler, row_runs
 from ._modalities import (
     MODALITY_LAYERS,
@@ -34,6 +35,8 @@ from ._validate import (
 )
 
 __all__ = [
+    "GO_ONTOLOGIES",
+    "go_features",
     "MODALITY_LAYERS",
     "Modality",
     "check_modalities",
