@@ -14,7 +14,17 @@ from ._base import Genes, Group, PerturbationBaseline
 
 
 class _DoseBaseline(PerturbationBaseline):
-    """Per (covariate group, gene set): the mean change at every training dose, keyed by log1p of the mean dose."""
+    """Per (covariate group, gene set): the mean change at every training dose, keyed by log(offset + mean dose).
+
+    ``dose_offset`` 1 (default) keys by log(1 + dose); a small offset (e.g. a tenth of the lowest dose) keys by log
+    dose, the usual axis of dose-response curves over several decades.
+    """
+
+    def __init__(self, dose_offset: float = 1.0) -> None:
+        super().__init__()
+        if not dose_offset > 0:
+            raise ValueError(f"`dose_offset` must be positive, got {dose_offset!r}.")
+        self.dose_offset = float(dose_offset)
 
     def fit(
         self,
@@ -51,10 +61,9 @@ class _DoseBaseline(PerturbationBaseline):
         self.dose_key_ = dose_key
         return self
 
-    @staticmethod
-    def _level(perturbation) -> float:
+    def _level(self, perturbation) -> float:
         doses = perturbation.doses or (1.0,)
-        return float(np.log1p(np.mean(doses)))
+        return float(np.log(self.dose_offset + np.mean(doses)))
 
     def predict_perturbation(
         self,

@@ -1,5 +1,6 @@
 """Data checks and per-gene preprocessing shared by the model."""
 
+from ._compounds import compound_features
 from ._genes import (
     coexpression_modules,
     gene_loadings,
@@ -36,6 +37,7 @@ from ._validate import (
 
 __all__ = [
     "GO_ONTOLOGIES",
+    "compound_features",
     "go_features",
     "MODALITY_LAYERS",
     "Modality",

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from typing import Literal
 
 import numpy as np
+import pandas as pd
 import torch
 from anndata import AnnData
 from scvi import REGISTRY_KEYS
@@ -40,6 +41,7 @@ from ._multiomics import MultiomicsMixin
 from ._perturbation import PerturbationMixin
 from ._query import QueryMixin
 from ._save_load import SaveLoadMixin
+from ._screen import ScreenMixin
 from ._training import TrainingMixin
 from ._trajectory import TrajectoryMixin
 
@@ -52,6 +54,7 @@ class BioJEPA(
     MultiomicsMixin,
     TrajectoryMixin,
     PerturbationMixin,
+    ScreenMixin,
     QueryMixin,
     SaveLoadMixin,
     TrainingMixin,
@@ -95,6 +98,15 @@ class BioJEPA(
         trains the pure JEPA objective).
     jepa_weight, variance_weight, covariance_weight
         Loss weights of the JEPA regression and the VICReg variance/covariance terms.
+    perturbation_features
+        Numeric features of perturbations, a DataFrame indexed by perturbation name (gene symbols, compound names):
+        GO-derived gene features (:func:`biojepa.data.go_features`), compound fingerprints
+        (:func:`biojepa.data.compound_features`) or any table. Each token gets a learned projection of its row, and
+        a name absent from training but present in the table (an unseen compound) is predicted from its features.
+        ``None``: tokens from identity alone.
+    identity_dropout
+        With ``perturbation_features``: probability, in training, of dropping a featured perturbation's identity
+        term from its token, so that features learn to stand in for it.
     perturbation_dim
         Width of the perturbation tokens (used when a ``perturbation_key`` is registered).
     perturbation_weight, expression_weight
@@ -148,6 +160,8 @@ class BioJEPA(
         jepa_weight: float = 25.0,
         variance_weight: float = 25.0,
         covariance_weight: float = 1.0,
+        perturbation_features: pd.DataFrame | None = None,
+        identity_dropout: float = 0.5,
         perturbation_dim: int = 64,
         perturbation_weight: float = 1.0,
         expression_weight: float = 1.0,
@@ -180,7 +194,7 @@ class BioJEPA(
             if REGISTRY_KEYS.CAT_COVS_KEY in self.adata_manager.data_registry
             else None
         )
-        perturbation = self._perturbation_module_kwargs()
+        perturbation = self._perturbation_module_kwargs(perturbation_features, identity_dropout)
         self.module = self._module_cls(
             n_input=n_genes,
             module_index=torch.from_numpy(priors.module_index),

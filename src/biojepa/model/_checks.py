@@ -53,7 +53,7 @@ def check_model_args(args: dict) -> None:
         value = args.get(name, 0.0)
         if not isinstance(value, numbers.Real) or not value >= 0:
             raise ValueError(f"`{name}` must be a non-negative number, got {value!r}.")
-    for name in ("dropout", "cross_modal_prob"):
+    for name in ("dropout", "cross_modal_prob", "identity_dropout"):
         value = args.get(name, 0.0)
         if not isinstance(value, numbers.Real) or not 0 <= value < 1:
             raise ValueError(f"`{name}` must be in [0, 1), got {value!r}.")

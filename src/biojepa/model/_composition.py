@@ -9,7 +9,8 @@ import torch
 from anndata import AnnData
 
 from .._constants import EXTRA_KEYS
-from ..perturbation import CovariateGroup, Perturbation, interaction_scale
+from ..nn import FEATURES_ONLY
+from ..perturbation import CovariateGroup, Perturbation, PerturbationFeatures, interaction_scale
 from ._reference import ReferenceMixin
 
 logger = logging.getLogger(__name__)
@@ -26,11 +27,42 @@ class CompositionMixin(ReferenceMixin):
     training on combinations held out from the perturbation loss (:meth:`_after_training`).
     """
 
+    def _token_inputs(
+        self, perturbation: Perturbation, features: PerturbationFeatures | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Vocabulary indices ``(1, K)`` of a perturbation's members and their feature rows (``None`` without).
+
+        A member outside the vocabulary but with a row in ``features`` (else the model's own table) is
+        ``FEATURES_ONLY``: predicted from its features alone.
+        """
+        setup = self._setup()
+        table = features or self.perturbation_features_
+        lookup = {g: i for i, g in enumerate(setup.vocabulary)}
+        missing = [g for g in perturbation.genes if g not in lookup and (table is None or g not in table)]
+        if missing:
+            hint = "" if table is None else " nor in `perturbation_features`"
+            raise ValueError(
+                f"Perturbations {missing} are neither measured (in var_names) nor perturbed in the training data"
+                f"{hint}, so the model has no token and no prior for them; predict measured or training-perturbed "
+                "genes, or give features for them (`perturbation_features=`)."
+            )
+        idx = [lookup.get(g, FEATURES_ONLY) for g in perturbation.genes]
+        rows = None
+        if table is not None:
+            rows, known = table.lookup(perturbation.genes)
+            if features is not None and self.perturbation_features_ is not None:  # model's rows where absent
+                own, own_known = self.perturbation_features_.lookup(perturbation.genes)
+                rows = np.where((~known & own_known)[:, None], own, rows)
+            rows = torch.as_tensor(rows[None], device=self.device)
+        return torch.tensor([idx], device=self.device), rows
+
     @torch.inference_mode()
-    def _effect(self, group: CovariateGroup, context, perturbation: Perturbation, ptype) -> dict[str, torch.Tensor]:
+    def _effect(
+        self, group: CovariateGroup, context, perturbation: Perturbation, ptype, features=None
+    ) -> dict[str, torch.Tensor]:
         """Per-gene effects ``(1, K, n_latent)``, interaction and shift ``(1, n_latent)`` of one perturbation."""
-        idx = torch.tensor([self._setup().index(perturbation.genes)], device=self.device)
-        eff = self.module.perturbation_effect(idx, context, self._dose_tensor(perturbation), ptype)
+        idx, features = self._token_inputs(perturbation, features)
+        eff = self.module.perturbation_effect(idx, context, self._dose_tensor(perturbation), ptype, features)
         scale = self.module.interaction_scale
         return {**eff, "shift": eff["effects"].sum(1) + scale * eff["interaction"]}
 

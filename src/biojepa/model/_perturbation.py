@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping, Sequence
 
 import numpy as np
@@ -10,8 +11,10 @@ import torch
 from anndata import AnnData
 
 from .._constants import INPUT_SCALES
-from ..perturbation import Perturbation, PerturbationSetup
+from ..perturbation import Perturbation, PerturbationFeatures, PerturbationSetup
 from ._composition import CompositionMixin
+
+logger = logging.getLogger(__name__)
 
 
 def _index(n: int) -> list[str]:
@@ -21,21 +24,48 @@ def _index(n: int) -> list[str]:
 class PerturbationMixin(CompositionMixin):
     """Methods of :class:`~biojepa.BioJEPA` that need a registered ``perturbation_key``."""
 
-    def _perturbation_module_kwargs(self) -> dict:
+    def _perturbation_module_kwargs(self, features: pd.DataFrame | None = None, identity_dropout: float = 0.5) -> dict:
         """The frozen perturbation setup's tables for the module (empty without a ``perturbation_key``)."""
         self.perturbation_setup_ = None
+        self.perturbation_features_ = None
         if self.adata_manager.registry["setup_args"].get("perturbation_key") is None:
+            if features is not None:
+                raise ValueError(
+                    "`perturbation_features` was given, but the AnnData was set up without `perturbation_key`; "
+                    "call `BioJEPA.setup_anndata(adata, perturbation_key=..., control_value=...)` first."
+                )
             return {}
         setup = PerturbationSetup.from_registry(self.adata_manager.registry, self.adata.var_names)
         self.perturbation_setup_ = setup
         dose = setup.condition_dose()
-        return {
+        kwargs = {
             "condition_genes": torch.from_numpy(setup.condition_genes()),
             "condition_dose": torch.from_numpy(dose) if dose is not None else None,
             "condition_holdout": torch.from_numpy(setup.holdout_mask()),
             "n_extra_genes": len(setup.vocabulary) - setup.n_measured,
             "n_perturbation_types": len(setup.types),
         }
+        if features is not None:
+            table = PerturbationFeatures.from_frame(features)
+            values, known = table.lookup(setup.vocabulary)
+            perturbed = {g for label in setup.labels for g in setup.parse(label).genes}
+            covered = sum(g in table for g in perturbed)
+            logger.info(
+                "perturbation_features: %d columns; %d of %d perturbed names in training have a row, "
+                "%d names in the table are not in training (predicted from their features).",
+                table.n_features,
+                covered,
+                len(perturbed),
+                sum(n not in set(setup.vocabulary) for n in table.names),
+            )
+            if not known.any():
+                raise ValueError(
+                    "No name of `perturbation_features`' index is a perturbed or measured gene of the training data "
+                    f"(e.g. {list(table.names[:3])} vs {sorted(perturbed)[:3]}); index the table by perturbation name."
+                )
+            self.perturbation_features_ = table
+            kwargs.update(perturbation_features=torch.from_numpy(values), identity_dropout=identity_dropout)
+        return kwargs
 
     # ------------------------------------------------------------------ public API
     def predict_perturbation(
@@ -158,7 +188,7 @@ class PerturbationMixin(CompositionMixin):
             )
         parsed = [setup.parse(str(p), dose) for p in perturbations]
         for p in parsed:
-            setup.index(p.genes)
+            self._token_inputs(p)
         return parsed
 
     def get_perturbation_embedding(

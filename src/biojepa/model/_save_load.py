@@ -67,8 +67,11 @@ def _read_current(model_path: Path, meta_path: Path, map_location) -> tuple[dict
     return decode(meta["attr_dict"]), decode(meta["var_names"]), weights["model_state_dict"]
 
 
-#: module buffers that 0.1.0 folders lack
-_ADDED_SINCE_0_1_0 = ("condition_holdout", "interaction_scale")
+#: module buffers that folders of earlier releases may lack: they keep the values the module starts with
+_ADDED_BUFFERS = ("condition_holdout", "interaction_scale", "perturbation.dose_center")
+#: weights of earlier releases that the module no longer has (the dose term of perturbation tokens, replaced by
+#: the dose-response)
+_REMOVED_WEIGHTS = ("perturbation.dose.weight",)
 
 
 def _read_legacy(model_path: Path, map_location) -> tuple[dict, object, dict]:
@@ -257,9 +260,17 @@ class SaveLoadMixin:
         method = registry.get("setup_method_name", "setup_anndata")
         getattr(cls, method)(adata, source_registry=registry, **registry["setup_args"])
         model = _initialize_model(cls, adata, registry, attr_dict, None)
-        if version == LEGACY_FORMAT_VERSION:  # buffers added since 0.1.0 keep the values the module starts with
-            own = model.module.state_dict()
-            state = {**{k: v for k, v in own.items() if k in _ADDED_SINCE_0_1_0}, **state}
+        own = model.module.state_dict()
+        state = {**{k: v for k, v in own.items() if k in _ADDED_BUFFERS}, **state}
+        removed = [k for k in _REMOVED_WEIGHTS if k in state and k not in own]
+        if removed:
+            logger.warning(
+                "%s was saved by an earlier biojepa whose dose term (%s) this release replaces by a learned "
+                "dose-response; predictions at other doses than 1 need the model trained again.",
+                dir_path,
+                ", ".join(removed),
+            )
+            state = {k: v for k, v in state.items() if k not in removed}
         model.module.load_state_dict(state)
         model.to_device(torch_device)
         model.module.eval()

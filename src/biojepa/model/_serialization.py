@@ -165,6 +165,7 @@ _LEGACY_RECORDS = {("biojepa.data._perturbation", "PerturbationTables")}
 class _LegacyRecord:
     """Attributes of an object of a 0.1.0 class that no longer exists (its lookups are rebuilt from the registry)."""
 
+
 _PY2_MODULES = {"__builtin__": "builtins"}  # protocol-2 pickles name builtins by their Python 2 module
 _LEGACY_MODULE_PREFIXES = ("numpy.dtypes",)  # numpy's dtype classes (Float32DType, ObjectDType, ...)
 

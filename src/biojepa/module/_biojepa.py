@@ -81,6 +81,11 @@ class BioJEPAModule(ModalityMixin, TaskSamplesMixin, BaseModuleClass):
         Perturbed genes that are not measured (learned identity embeddings).
     n_perturbation_types
         Categories of the perturbation type (0: none registered).
+    perturbation_features
+        ``(n_vocabulary, n_features)`` feature rows of the perturbation vocabulary (zeros where a perturbation has
+        none), or ``None``.
+    identity_dropout
+        Probability, in training, of dropping a featured perturbation's identity term from its token.
     perturbation_dim
         Width of perturbation tokens.
     perturbation_weight, expression_weight
@@ -150,6 +155,8 @@ class BioJEPAModule(ModalityMixin, TaskSamplesMixin, BaseModuleClass):
         condition_holdout: torch.Tensor | None = None,
         n_extra_genes: int = 0,
         n_perturbation_types: int = 0,
+        perturbation_features: torch.Tensor | None = None,
+        identity_dropout: float = 0.5,
         perturbation_dim: int = 64,
         perturbation_weight: float = 1.0,
         expression_weight: float = 1.0,
@@ -223,6 +230,8 @@ class BioJEPAModule(ModalityMixin, TaskSamplesMixin, BaseModuleClass):
                 n_embed,
                 n_extra_genes,
                 n_perturbation_types,
+                perturbation_features,
+                identity_dropout,
                 perturbation_dim,
                 n_batch,
                 n_cats_per_cov or [],
@@ -239,6 +248,8 @@ class BioJEPAModule(ModalityMixin, TaskSamplesMixin, BaseModuleClass):
         n_embed,
         n_extra,
         n_types,
+        features,
+        identity_dropout,
         dim,
         n_batch,
         n_cats,
@@ -254,8 +265,23 @@ class BioJEPAModule(ModalityMixin, TaskSamplesMixin, BaseModuleClass):
         self.register_buffer(
             "condition_dose", torch.as_tensor(condition_dose).float() if condition_dose is not None else None
         )
+        self.register_buffer("vocabulary_features", torch.as_tensor(features).float() if features is not None else None)
+        dose_center = 0.0
+        if condition_dose is not None:
+            doses = torch.as_tensor(condition_dose).float()
+            used = (torch.as_tensor(condition_genes) >= 0)[:, None, :].expand_as(doses)
+            positive = doses[used & (doses > 0)]
+            dose_center = float(positive.log().median()) if positive.numel() else 0.0
         self.perturbation = PerturbationEffect(
-            n_embed, n_extra, self.n_latent, dim, n_types, condition_dose is not None
+            n_embed,
+            n_extra,
+            self.n_latent,
+            dim,
+            n_types,
+            use_dose=condition_dose is not None,
+            n_features=0 if features is None else int(features.shape[1]),
+            identity_dropout=identity_dropout,
+            dose_center=dose_center,
         )
         self.perturbation_condition = ConditionEmbedding(dim, n_batch, n_cats, n_cont)
         self.context_projection = nn.Linear(self.n_latent, dim)
@@ -390,6 +416,8 @@ class BioJEPAModule(ModalityMixin, TaskSamplesMixin, BaseModuleClass):
             if pert["segment"] is not None:
                 rows = pert["multi"].nonzero().view(-1)
                 inter = self.predictor.interaction_output(outputs[k], pert["segment"].lengths)
+                if pert["interaction_gate"] is not None:
+                    inter = inter * pert["interaction_gate"][:, None]
                 interaction = interaction.index_put((rows,), inter)
                 k += 1
             out[MODULE_KEYS.PERT_PRED] = pert["control_z"] + pert["effects"].sum(1) + interaction

@@ -73,14 +73,18 @@ class TaskSamplesMixin:
             batch_mean = sums[group] / counts[group].clamp(min=1.0)[:, None]
             online_z = torch.where(in_batch[:, None], batch_mean, control_z)
         context = self.perturbation_context(online_z, batch_index, cat_covs, cont_covs)
-        tokens = self.perturbation.tokens(self.context_encoder.tokenizer.gene_embedding, genes, doses, ptype)
+        gene_embedding = self.context_encoder.tokenizer.gene_embedding
+        tokens = self.perturbation.tokens(gene_embedding, genes, ptype, self.vocabulary_features_of(genes))
         valid = genes >= 0
+        gate = self.perturbation.gates(tokens, doses)
         multi = valid.sum(1) >= 2
         segment = None
         if bool(multi.any()):
             segment = self.predictor.perturbation_segment(context[multi], tokens[multi], valid[multi])
+        strength = self.perturbation.interaction_gate(gate, valid)
         return {
-            "effects": self.perturbation.additive(tokens, valid, context),
+            "effects": self.perturbation.additive(tokens, valid, context, gate),
+            "interaction_gate": None if strength is None else strength[multi],
             "control_z": control_z,
             "rows": valid.any(1)
             & (self.control_seen[group] > 0)
@@ -89,15 +93,30 @@ class TaskSamplesMixin:
             "segment": segment,
         }
 
-    def perturbation_effect(self, genes, context, dose=None, ptype=None) -> dict[str, torch.Tensor]:
-        """Latent shift of gene sets ``genes`` ``(B, K)`` in ``context`` (:class:`~biojepa.nn.PerturbationEffect`)."""
+    def vocabulary_features_of(self, genes: torch.Tensor) -> torch.Tensor | None:
+        """Feature rows ``(B, K, n_features)`` of vocabulary indices (zeros at padding); ``None`` without features."""
+        if self.vocabulary_features is None:
+            return None
+        rows = self.vocabulary_features[genes.clamp(min=0)]
+        return torch.where((genes >= 0)[..., None], rows, 0.0)
+
+    def perturbation_effect(self, genes, context, dose=None, ptype=None, features=None) -> dict[str, torch.Tensor]:
+        """Latent shift of perturbation sets ``genes`` ``(B, K)`` in ``context``.
+
+        See :class:`~biojepa.nn.PerturbationEffect`; ``features`` ``(B, K, n_features)`` default to the vocabulary's
+        feature rows and must be given for ``FEATURES_ONLY`` entries.
+        """
 
         def interaction(ctx, tokens, valid):
             segment = self.predictor.perturbation_segment(ctx, tokens, valid)
             return self.predictor.interaction_output(self.predictor([segment])[0], segment.lengths)
 
+        if features is None:
+            features = self.vocabulary_features_of(genes)
         gene_embedding = self.context_encoder.tokenizer.gene_embedding
-        return self.perturbation(gene_embedding, genes, context, dose, ptype, interaction=interaction)
+        return self.perturbation(
+            gene_embedding, genes, context, dose, ptype, interaction=interaction, features=features
+        )
 
     def _time_samples(self, z, target_z, time, sample, group, perturbation, condition):
         """Time-series samples of the minibatch: sequences, queried points, targets and the smoothness term."""

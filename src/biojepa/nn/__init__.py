@@ -4,12 +4,14 @@ from ._condition import ConditionEmbedding
 from ._ema import ema_update, make_target, momentum_schedule
 from ._encoder import Block, CellEncoder, Transformer
 from ._packing import PackedLayout, PackedTransformer, RotaryEmbedding, Segment, pack, run_packed
-from ._perturbation import ExpressionHead, PerturbationEffect, masked_mse
+from ._perturbation import FEATURES_ONLY, PAD, ExpressionHead, PerturbationEffect, masked_mse
 from ._predictor import Predictor
 from ._tokenizer import GeneTokenizer
 from ._vicreg import effective_rank, vicreg_covariance, vicreg_variance
 
 __all__ = [
+    "FEATURES_ONLY",
+    "PAD",
     "Block",
     "CellEncoder",
     "ConditionEmbedding",

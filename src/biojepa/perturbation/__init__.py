@@ -1,6 +1,7 @@
 """Perturbations: one value with its parser, the model's frozen setup, covariate groups and calibration."""
 
 from ._calibrate import interaction_scale
+from ._features import PerturbationFeatures
 from ._groups import CovariateGroup, covariate_groups, select_groups
 from ._labels import PERTURBATION_COLUMN, canonical_label, condition_frame, group_codes, pseudobulk
 from ._setup import PerturbationSetup, check_perturbation_setup, validation_labels
@@ -11,6 +12,7 @@ __all__ = [
     "CovariateGroup",
     "PERTURBATION_COLUMN",
     "Perturbation",
+    "PerturbationFeatures",
     "PerturbationSetup",
     "canonical_label",
     "check_perturbation_setup",

@@ -1,0 +1,100 @@
+"""Dose-response and compound features of :meth:`biojepa.BioJEPA.predict_perturbation`."""
+
+import numpy as np
+import pandas as pd
+import pytest
+import scvi
+
+import biojepa as bj
+
+
+def _dosed_screen(screen_factory):
+    """Compounds g0/g1/g2 at doses 0.1, 1 and 10 (the screen's effect, whatever the dose), vehicle at dose 0."""
+    adata = screen_factory(counts=False)
+    rng = np.random.default_rng(0)
+    adata.obs["dose"] = rng.choice(["0.1", "1", "10"], adata.n_obs)
+    adata.obs.loc[adata.obs.condition == "control", "dose"] = "0"
+    adata.obs.loc[adata.obs.condition == "g0+g1", "dose"] = "1+1"
+    return adata
+
+
+def _features():
+    rng = np.random.default_rng(1)
+    names = ["g0", "g1", "g2", "drug_new"]
+    return pd.DataFrame(rng.normal(size=(4, 6)), index=names, columns=[f"bit{i}" for i in range(6)])
+
+
+def _train(adata, **kwargs):
+    scvi.settings.seed = 0
+    bj.BioJEPA.setup_anndata(
+        adata,
+        perturbation_key="condition",
+        control_value="control",
+        dose_key="dose",
+        categorical_covariate_keys=["line"],
+    )
+    model = bj.BioJEPA(adata, n_latent=8, **kwargs)
+    model.train(max_epochs=3, batch_size=64, enable_progress_bar=False)
+    return model
+
+
+def test_shift_grows_monotonically_with_dose_and_vanishes_at_zero(screen_factory):
+    model = _train(_dosed_screen(screen_factory))
+    doses = [0, 0.01, 0.1, 1, 10, 100, 1000]
+    emb = [model.predict_perturbation("g0", covariates={"line": "L1"}, dose=d) for d in doses]
+    shifts = [np.linalg.norm(p.obsm["X_biojepa"][0] - emb[0].obsm["X_biojepa"][0]) for p in emb]
+    assert shifts[0] == 0 and np.all(np.diff(shifts) >= -1e-6), shifts
+    np.testing.assert_allclose(emb[0].layers["delta"], 0.0, atol=1e-6)  # dose 0 is the vehicle
+    assert np.abs(emb[-1].layers["delta"]).sum() > np.abs(emb[1].layers["delta"]).sum()
+
+
+def test_unseen_compound_is_predicted_from_its_features(screen_factory):
+    adata = _dosed_screen(screen_factory)
+    model = _train(adata, perturbation_features=_features())
+    assert model.perturbation_features_.n_features == 6
+    pred = model.predict_perturbation(["drug_new", "drug_new+g0"], covariates={"line": "L1"}, dose=1)
+    assert pred.obs["source"].tolist() == ["predicted", "predicted"]
+    assert np.isfinite(pred.X).all() and np.abs(pred.layers["delta"][0]).sum() > 0
+    with pytest.raises(ValueError, match=r"\['drug_unknown'\].*perturbation_features"):
+        model.predict_perturbation("drug_unknown", dose=1)
+
+
+def test_features_survive_save_and_load(screen_factory, tmp_path):
+    adata = _dosed_screen(screen_factory)
+    model = _train(adata, perturbation_features=_features())
+    before = model.predict_perturbation("drug_new", covariates={"line": "L1"}, dose=3)
+    model.save(tmp_path / "m")
+    loaded = bj.BioJEPA.load(tmp_path / "m", adata=adata)
+    after = loaded.predict_perturbation("drug_new", covariates={"line": "L1"}, dose=3)
+    np.testing.assert_allclose(before.X, after.X, atol=1e-5)
+
+
+def test_feature_table_must_name_training_perturbations(screen_factory):
+    adata = _dosed_screen(screen_factory)
+    bj.BioJEPA.setup_anndata(adata, perturbation_key="condition", control_value="control", dose_key="dose")
+    table = pd.DataFrame({"f": [1.0]}, index=["unrelated"])
+    with pytest.raises(ValueError, match="index the table by perturbation name"):
+        bj.BioJEPA(adata, perturbation_features=table)
+
+
+def test_screen_ranks_the_compound_that_reaches_the_target(screen_factory):
+    adata = _dosed_screen(screen_factory)
+    scvi.settings.seed = 0
+    bj.BioJEPA.setup_anndata(adata, perturbation_key="condition", control_value="control", dose_key="dose")
+    model = bj.BioJEPA(adata, n_latent=8, perturbation_features=_features())
+    model.train(max_epochs=15, batch_size=64, enable_progress_bar=False)
+    start = adata[(adata.obs.condition == "control").to_numpy()].copy()
+    target = adata[(adata.obs.condition == "g1").to_numpy() & (adata.obs.dose == "10").to_numpy()].copy()
+    library = _features()
+    ranked = model.screen(library, target=target, adata=start, dose=[10])
+    assert ranked.iloc[0]["condition"] == "g1", ranked
+    chunked = model.screen(library, target=target, adata=start, dose=[10], chunk_size=1)
+    pd.testing.assert_frame_equal(ranked, chunked)
+    change = adata[target.obs_names].X.mean(0) - start.X.mean(0)
+    signature = pd.Series(np.asarray(change).ravel(), index=adata.var_names)
+    by_signature = model.screen(library, target=signature, adata=start, dose=[10])
+    assert by_signature.iloc[0]["condition"] == "g1", by_signature
+    with pytest.raises(ValueError, match="feature columns"):
+        model.screen(library.iloc[:, :3], target=target, adata=start)
+    with pytest.raises(TypeError, match="`target` must be"):
+        model.screen(library, target=[1, 2], adata=start)
