@@ -12,7 +12,8 @@ The held-out genes fall in two groups, reported as separate splits:
 - ``unseen_with_token``: TMSB4X (the one measured perturbed gene) and the 9 genes also knocked down in the McFaline
   lines (their learned tokens come from CRISPRi there). BioJEPA can predict them without features.
 - ``unseen_go_only``: the 8 other genes. Without features BioJEPA has no token for them; with GO features it predicts
-  from the features alone where a gene has a non-zero GO row.
+  from the features alone where a gene has a non-zero GO row (genes with a zero row are left out of the table, so
+  that no gene is predicted from the feature projection's bias alone).
 
 Scores (:func:`biojepa.metrics.evaluate`) are averaged over the genes that the BioJEPA variants of the split predicted
 (the baselines are scored on the same genes; Linear, which needs a measured gene, only where it can), then mean ± sd
@@ -59,7 +60,8 @@ def gene_priors(seed: int, epochs: int, variants: list[str], folds: int, first_f
     singles, perturbed = norman_genes(full)
     mcf = set(full.obs.loc[(full.obs["dataset"] == "mcfaline23").to_numpy(), P.KEY]) - {P.CONTROL}
     has_token = {g for g in singles if g in full.var_names or g in mcf}
-    features = {"none": None, "go": bj.data.go_features(perturbed)}
+    go = bj.data.go_features(perturbed)
+    features = {"none": None, "go": go[go.abs().sum(axis=1) > 0]}  # a zero row is no prior: not predicted from it
     is_norman = (full.obs["dataset"] == "norman19").to_numpy()
     order = list(np.random.default_rng(seed).permutation(singles))
     results = []
