@@ -9,6 +9,7 @@ import pytest
 from biojepa import datasets
 from biojepa.data import go_features
 from biojepa.datasets import _registry
+from biojepa.perturbation import PerturbationFeatures
 
 ROWS = [  # symbol, go_id, evidence, ontology
     ("A", "T1", "IDA", "BP"), ("B", "T1", "IMP", "BP"),  # T1: 2 genes, kept
@@ -118,3 +119,12 @@ def test_real_table_groups_related_genes(caplog):
     assert x["MAP2K3"] @ x["MAP2K6"] > x["MAP2K3"] @ x["KLF1"] + 0.3  # MAP kinase kinases share processes
     assert x["KLF1"] @ x["CEBPE"] > x["KLF1"] @ x["MAP4K5"]  # both transcription factors of myeloid/erythroid fates
     pd.testing.assert_frame_equal(out, go_features(genes, n_components=8))  # deterministic
+
+
+def test_output_is_a_perturbation_feature_table(table):
+    out = go_features(["A", "B", "D", "F"], n_components=3, path=table)
+    features = PerturbationFeatures.from_frame(out)  # the check BioJEPA(perturbation_features=...) runs
+    values, known = features.lookup(["D", "F", "Z"])
+    assert features.n_features == 3 and known.tolist() == [True, True, False]
+    np.testing.assert_array_equal(values[0], out.loc["D"].to_numpy(np.float32))
+    assert np.abs(values[1:]).sum() == 0  # F (no BP annotation) and Z (absent) both give zeros
