@@ -233,6 +233,26 @@ def random_grn(n_genes: int, n_regulators: int, seed: int) -> dict[str, np.ndarr
     }
 
 
+def add_half_responses(grn: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Set ``grn["h"]``: every interaction's half-response at its regulator's control steady state (SERGIO's rule).
+
+    At that steady state every Hill term equals ``|k| / 2``, so it is ``(basal + sum of |k| / 2) / decay``.
+
+    Parameters
+    ----------
+    grn
+        Network from :func:`random_grn`; modified in place.
+
+    Returns
+    -------
+    The same dict, for chaining.
+    """
+    n = grn["basal"].size
+    x_control = (grn["basal"] + np.bincount(grn["tar"], np.abs(grn["k"]) / 2, minlength=n)) / DECAY
+    grn["h"] = x_control[grn["reg"]]
+    return grn
+
+
 def _hill(x: np.ndarray, k: np.ndarray, h: np.ndarray) -> np.ndarray:
     """SERGIO Hill term: ``k x^n / (x^n + h^n)`` for activation, ``|k| h^n / (x^n + h^n)`` for repression."""
     xn, hn = x**HILL_N, h**HILL_N
@@ -240,7 +260,7 @@ def _hill(x: np.ndarray, k: np.ndarray, h: np.ndarray) -> np.ndarray:
     return np.where(k > 0, k * frac, -k * (1.0 - frac))
 
 
-def steady_state(grn: dict[str, np.ndarray], knocked_out=()) -> np.ndarray:
+def steady_state(grn: dict[str, np.ndarray], knocked_out=(), production_scale: np.ndarray | None = None) -> np.ndarray:
     """Deterministic steady state with half-responses fixed at the control network's (``grn["h"]``).
 
     Parameters
@@ -249,6 +269,9 @@ def steady_state(grn: dict[str, np.ndarray], knocked_out=()) -> np.ndarray:
         Network from :func:`random_grn` with ``h`` added.
     knocked_out
         Indices of knocked-out genes (held at 0).
+    production_scale
+        Optional per-gene factor (>= 0) on each gene's whole production (basal rate plus incoming Hill terms):
+        a partial knockdown (< 1) or over-activation (> 1). ``None`` is a factor of 1 everywhere.
 
     Returns
     -------
@@ -265,35 +288,47 @@ def steady_state(grn: dict[str, np.ndarray], knocked_out=()) -> np.ndarray:
         prod = grn["basal"].copy()
         prod += np.bincount(grn["tar"][e], _hill(x[grn["reg"][e]], grn["k"][e], grn["h"][e]), minlength=n)
         genes = (grn["level"] == lev) & ~ko
+        if production_scale is not None:
+            prod *= production_scale
         x[genes] = prod[genes] / DECAY
     return x
 
 
-def _condition_network(grn: dict[str, np.ndarray], knocked_out) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _condition_network(
+    grn: dict[str, np.ndarray], knocked_out, production_scale: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Effective basal rates and interaction strengths that make sergio-rs reproduce the knockout steady state.
 
-    Returns ``basal`` (per gene), ``keep`` (mask of interactions passed to sergio-rs) and ``k_eff`` (their strength).
+    ``production_scale`` (optional, per gene) multiplies each gene's basal rate and incoming strengths, as in
+    :func:`steady_state`. Returns ``basal`` (per gene), ``keep`` (mask of interactions passed to sergio-rs) and
+    ``k_eff`` (their strength).
     """
     n = grn["basal"].size
     ko = np.zeros(n, bool)
     ko[list(knocked_out)] = True
-    x = steady_state(grn, knocked_out)
+    x = steady_state(grn, knocked_out, production_scale)
     f = _hill(x[grn["reg"]], grn["k"], grn["h"])
     basal = grn["basal"].copy()
     lost = ko[grn["reg"]] & ~ko[grn["tar"]]  # input from a knocked-out regulator: constant (0 or |k|)
     basal += np.bincount(grn["tar"][lost], f[lost], minlength=n)
     basal[ko] = 0.0
     keep = ~ko[grn["reg"]] & ~ko[grn["tar"]]
+    if production_scale is not None:
+        basal *= production_scale
+        f = f * production_scale[grn["tar"]]
     return basal, keep, np.sign(grn["k"]) * 2.0 * f
 
 
 def _simulate_condition(task: tuple) -> np.ndarray:
-    """Clean sergio-rs expression (cells x genes, float32) of one condition."""
-    grn, knocked_out, n_cells, seeds = task
+    """Clean sergio-rs expression (cells x genes, float32) of one condition.
+
+    ``task`` is ``(grn, knocked_out, n_cells, seeds)`` or ``(grn, knocked_out, n_cells, seeds, production_scale)``.
+    """
+    grn, knocked_out, n_cells, seeds, *rest = task
     sergio_rs = _sergio()
     n = grn["basal"].size
     names = [f"G{i}" for i in range(n)]
-    basal, keep, k_eff = _condition_network(grn, knocked_out)
+    basal, keep, k_eff = _condition_network(grn, knocked_out, rest[0] if rest else None)
     net = sergio_rs.GRN()
     source = sergio_rs.Gene(name=SOURCE, decay=DECAY)
     for i in range(n):  # basal production first: fixes the gene order inside sergio-rs
@@ -474,9 +509,7 @@ def simulate_screen(
         raise ValueError(f"n_genes={n_genes} is too small for n_singles={n_singles}.")
     grn = random_grn(n_genes, n_regulators, seed)
     names = np.array([f"G{i}" for i in range(n_genes)])
-    # half-response = regulator's control steady state, at which every Hill term is |k| / 2
-    x_control = (grn["basal"] + np.bincount(grn["tar"], np.abs(grn["k"]) / 2, minlength=n_genes)) / DECAY
-    grn["h"] = x_control[grn["reg"]]
+    add_half_responses(grn)
     singles, doubles, double_info = _choose_knockouts(grn, n_singles, n_doubles, seed)
 
     conditions = [(), *((g,) for g in singles), *doubles]

@@ -115,3 +115,36 @@ def test_interaction_strength_is_chosen_on_held_out_training_combinations():
     pred = model.predict_perturbation(list(setup.holdout))
     assert pred.uns["interaction_scale"] == pytest.approx(scale)
     assert (pred.obs["source"] == "predicted").all()
+
+
+def test_novelty_scale_is_chosen_on_held_out_singles_and_shrinks_untrained_tokens():
+    rng = np.random.default_rng(0)
+    n_genes, genes = 40, [f"g{i}" for i in range(40)]
+    labels = ["control"] + [f"g{i}" for i in range(10)]  # 10 singles of genes in no other label
+    rows, obs = [], []
+    base = rng.gamma(2.0, 1.0, n_genes)
+    for label in labels:
+        mu = base.copy()
+        if label != "control":
+            mu[int(label[1:]) + 20] *= 4.0  # own effect
+            mu[35:40] *= 2.0  # an effect every perturbation shares
+        rows.append(rng.poisson(mu, (30, n_genes)))
+        obs += [label] * 30
+    adata = AnnData(np.vstack(rows).astype(np.float32), obs=pd.DataFrame({"condition": obs}))
+    adata.obs_names = [f"c{i}" for i in range(adata.n_obs)]
+    adata.var_names = genes
+    scvi.settings.seed = 0
+    bj.BioJEPA.setup_anndata(adata, perturbation_key="condition", control_value="control")
+    model = bj.BioJEPA(adata, n_latent=8)
+    held = [h for h in model.perturbation_setup_.holdout if "+" not in h]
+    assert len(held) == 2  # 20 % of the 10 eligible singles
+    assert not model.perturbation_setup_.trained_vocabulary()[model.perturbation_setup_.index(held)].any()
+    model.train(max_epochs=3, batch_size=64, enable_progress_bar=False)
+    alpha = float(model.module.novelty_scale)
+    assert 0.0 <= alpha <= 1.0
+    model.module.novelty_scale.fill_(0.0)  # no trust in untrained tokens: every one predicts the trained mean
+    a, b = (model.predict_perturbation(g, anchor=False) for g in ("g30", "g31"))  # measured, never perturbed
+    np.testing.assert_allclose(a.X, b.X, atol=1e-5)
+    model.module.novelty_scale.fill_(1.0)
+    a, b = (model.predict_perturbation(g, anchor=False) for g in ("g30", "g31"))
+    assert not np.allclose(a.X, b.X, atol=1e-5)

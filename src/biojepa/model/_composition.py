@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 
 import numpy as np
@@ -11,20 +12,31 @@ from anndata import AnnData
 from .._constants import EXTRA_KEYS
 from ..nn import FEATURES_ONLY
 from ..perturbation import CovariateGroup, Perturbation, PerturbationFeatures, interaction_scale
+from ._anchoring import AnchoringMixin
 from ._reference import ReferenceMixin
 
 logger = logging.getLogger(__name__)
+
+
+@functools.lru_cache(maxsize=8)
+def _trained_vocabulary(setup) -> np.ndarray:
+    """Whether each vocabulary entry of a (frozen, hashable) setup is trained by the perturbation loss."""
+    return setup.trained_vocabulary()
+
 
 #: Values of ``pred.obs["source"]``.
 OBSERVED, PREDICTED = "observed", "predicted"
 
 
-class CompositionMixin(ReferenceMixin):
+class CompositionMixin(AnchoringMixin, ReferenceMixin):
     r"""Latent shift of a perturbation in a covariate group and its decoded expression change.
 
     The composition is the module's, in training and prediction alike: predicted latent = control latent +
     :math:`\sum_g` learned per-gene effect + :math:`\lambda` learned interaction, with :math:`\lambda` chosen after
-    training on combinations held out from the perturbation loss (:meth:`_after_training`).
+    training on combinations held out from the perturbation loss (:meth:`_after_training`). The effect of a token
+    the perturbation loss never trained (a gene never perturbed, a compound known from its features) is shrunk
+    towards the mean learned effect of the trained singles: :math:`\bar e + \alpha (e - \bar e)`, with
+    :math:`\alpha` (``novelty_scale``) chosen the same way on held-out singles.
     """
 
     def _token_inputs(
@@ -62,7 +74,17 @@ class CompositionMixin(ReferenceMixin):
     ) -> dict[str, torch.Tensor]:
         """Per-gene effects ``(1, K, n_latent)``, interaction and shift ``(1, n_latent)`` of one perturbation."""
         idx, features = self._token_inputs(perturbation, features)
-        eff = self.module.perturbation_effect(idx, context, self._dose_tensor(perturbation), ptype, features)
+        dose = self._dose_tensor(perturbation)
+        eff = self.module.perturbation_effect(idx, context, dose, ptype, features)
+        trained = _trained_vocabulary(self._setup())
+        novel = [k for k, i in enumerate(idx[0].tolist()) if i < 0 or not trained[i]]
+        alpha = float(self.module.novelty_scale)
+        if novel and alpha != 1.0:  # a token never trained: the trained mean plus a validated share of its own
+            effects = eff["effects"].clone()
+            for k in novel:
+                mean = self._mean_effect(context, None if dose is None else float(dose[0, k]), ptype)
+                effects[:, k] = mean + alpha * (effects[:, k] - mean)
+            eff = {**eff, "effects": effects}
         scale = self.module.interaction_scale
         return {**eff, "shift": eff["effects"].sum(1) + scale * eff["interaction"]}
 
@@ -82,15 +104,6 @@ class CompositionMixin(ReferenceMixin):
         z_ctrl = torch.as_tensor(prof["z_ctrl"], device=self.device)
         return {**prof, "group": group, "context": context, "ptype": ptype, "z_ctrl_t": z_ctrl, "residuals": {}}
 
-    def _residual(self, adata: AnnData, state: dict, gene: str) -> np.ndarray:
-        """Observed change of a single minus the decoding of its learned effect, in the group of ``state``."""
-        if gene not in state["residuals"]:
-            group = state["group"]
-            single = self._effect(group, state["context"], Perturbation((gene,)), state["ptype"])["shift"]
-            observed = self._mean_log_expression(adata, group.singles[gene]) - state["log_ctrl_mean"]
-            state["residuals"][gene] = observed - self._decode(state["z_ctrl_t"], single)
-        return state["residuals"][gene]
-
     def _compose(
         self,
         adata: AnnData,
@@ -105,17 +118,19 @@ class CompositionMixin(ReferenceMixin):
     ) -> list[dict]:
         """Per (group, perturbation): the latent shift, the change of mean log expression and its source.
 
-        ``anchor``: a gene observed alone (without a registered dose) contributes, besides its decoded learned
-        effect, the residual of that decoding against its observed change: in the group itself when observed there
-        (so a seen single returns its observed change and a combination of seen singles starts from the additive
-        combination of observed changes, plus what the model adds: the interaction and the decoder's
-        non-additivity), else the mean residual over the groups of ``every`` where it was observed alone.
+        ``anchor``: each member contributes, besides its decoded learned effect, the residual of that decoding
+        against an observed change (:mod:`biojepa.model._anchoring`): a seen single returns its observed change, a
+        combination of seen singles starts from the additive combination of observed changes plus what the model
+        adds (the interaction and the decoder's non-additivity), an unseen dose moves the nearest dose's residual
+        along the learned dose-response, and an untrained token gets the residual its trained peers share.
         ``observed``: a perturbation observed in the group returns its observed mean change.
         """
         if isinstance(n_control_cells, bool) or not isinstance(n_control_cells, int) or n_control_cells < 1:
             raise ValueError(f"`n_control_cells` must be a positive integer, got {n_control_cells!r}.")
         self.module.eval()
-        anchor = anchor and self.module.condition_dose is None
+        dosed = self.module.condition_dose is not None
+        trained = _trained_vocabulary(self._setup())
+        lookup = {g: i for i, g in enumerate(self._setup().vocabulary)}
         states: dict[tuple, dict] = {}
 
         def state(group):
@@ -133,8 +148,10 @@ class CompositionMixin(ReferenceMixin):
                     shift = self._effect(group, own["context"], p, own["ptype"])["shift"]
                     d_log = self._decode(own["z_ctrl_t"], shift)
                     for gene in p.genes if anchor else ():
-                        d_log = d_log + self._anchor(adata, own, gene, every or [], state)
-                    if anchor and len(p.genes) == 1 and p.genes[0] in group.singles:
+                        dose = (p.dose_of(gene) if p.doses is not None else 1.0) if dosed else None
+                        novel = gene not in lookup or not trained[lookup[gene]]
+                        d_log = d_log + self._anchor(adata, own, gene, dose, novel, every or [], state)
+                    if anchor and self._anchored_observed(group, p, dosed):
                         source = OBSERVED  # decoded effect and its residual: the observed change
                     if observed and p.genes in group.observed:
                         change = self._mean_log_expression(adata, group.observed[p.genes]) - own["log_ctrl_mean"]
@@ -145,44 +162,57 @@ class CompositionMixin(ReferenceMixin):
                 )
         return out
 
-    def _anchor(self, adata: AnnData, own: dict, gene: str, every: list[CovariateGroup], state) -> np.ndarray | float:
-        """Residual of ``gene`` in its own group, else its mean residual over the other groups that observed it."""
-        if gene in own["group"].singles:
-            return self._residual(adata, own, gene)
-        others = []
-        for group in every:
-            if gene in group.singles and group.values != own["group"].values:
-                try:
-                    others.append(self._residual(adata, state(group), gene))
-                except ValueError:  # e.g. a group whose perturbation type is ambiguous: not used
-                    continue
-        return np.mean(others, axis=0) if others else 0.0
-
-    # ------------------------------------------------------------------ interaction strength
+    # ------------------------------------------------------------------ strengths chosen on held-out labels
     def _after_training(self) -> None:
-        """Choose the interaction's strength on the combinations held out from the perturbation loss."""
+        """Choose the interaction's strength and the novelty scale on the labels held out from the loss."""
         if getattr(self, "perturbation_setup_", None) is None:
             return
-        residuals, interactions = self._holdout_interactions()
+        held = self._holdout_shifts()
+        combos = [h for h in held if h["n_genes"] > 1]
+        width = self.module.n_latent
+        residuals = np.array([h["residual"] for h in combos]).reshape(len(combos), width)
+        interactions = np.array([h["interaction"] for h in combos]).reshape(len(combos), width)
         scale = interaction_scale(residuals, interactions)
         self.module.interaction_scale.fill_(scale)
-        if len(residuals):
-            logger.info("Interaction strength %.3f chosen on %d held-out combinations.", scale, len(residuals))
+        if combos:
+            logger.info("Interaction strength %.3f chosen on %d held-out combinations.", scale, len(combos))
         else:
             logger.info(
                 "Too few training combinations to hold some out and choose the interaction's strength: it stays %.3f "
                 "(predicted combinations compose their members' learned effects).",
                 scale,
             )
+        singles = [h for h in held if h["n_genes"] == 1]
+        if singles:
+            observed = np.array([h["observed"] - h["mean_effect"] for h in singles])
+            own = np.array([h["effect"] - h["mean_effect"] for h in singles])
+            novelty = interaction_scale(observed, own, max_scale=1.0)
+            self.module.novelty_scale.fill_(novelty)
+            logger.info(
+                "Novelty scale %.3f chosen on %d held-out singles (a token never trained predicts the mean effect "
+                "of the trained ones plus this fraction of its own deviation).",
+                novelty,
+                len(singles),
+            )
 
     @torch.inference_mode()
-    def _holdout_interactions(self) -> tuple[np.ndarray, np.ndarray]:
-        """Per held-out combination and group: observed latent shift minus the learned effects, and the interaction."""
+    def _mean_effect(self, context: torch.Tensor, dose: float | None, ptype) -> torch.Tensor:
+        """``(n_latent,)`` mean learned effect of the trained singles in ``context`` at ``dose``."""
+        genes = torch.as_tensor(self._setup().trained_singles(), device=self.device)[:, None]
+        n = genes.shape[0]
+        doses = None
+        if self.module.condition_dose is not None:
+            doses = torch.full((n, 1), 1.0 if dose is None else float(dose), device=self.device)
+        types = None if ptype is None else ptype.expand(n)
+        eff = self.module.perturbation_effect(genes, context.expand(n, -1), doses, types)
+        return eff["effects"][:, 0].mean(0)
+
+    @torch.inference_mode()
+    def _holdout_shifts(self) -> list[dict]:
+        """Per held-out label, group and dose: observed latent shift, learned effects, interaction, mean effect."""
         setup = self._setup()
-        held = setup.holdout_mask()
-        empty = np.zeros((0, self.module.n_latent))
-        if not held.any():
-            return empty, empty
+        if not setup.holdout_mask().any():
+            return []
         self.module.eval()
         codes = np.asarray(self.get_from_registry(self.adata, EXTRA_KEYS.PERTURBATION)).ravel()
         registry = self.adata_manager.data_registry
@@ -192,21 +222,35 @@ class CompositionMixin(ReferenceMixin):
         if EXTRA_KEYS.PERTURBATION_TYPE in registry:
             type_codes = np.asarray(self.get_from_registry(self.adata, EXTRA_KEYS.PERTURBATION_TYPE)).ravel()
         adata, groups, _ = self._reference(None, None)
-        residuals, interactions = [], []
+        held = set(setup.holdout)
+        out = []
         for group in groups:
             z0 = torch.as_tensor(self._target_latent(adata, group.control).mean(0)[None], device=self.device)
             context = self.module.perturbation_context(z0, **self._group_tensors(adata, group))
             for genes, rows in group.observed.items():
-                if setup.delimiter.join(genes) not in setup.holdout:
+                if setup.delimiter.join(genes) not in held:
                     continue
-                code = torch.as_tensor(codes[rows[:1]], device=self.device)
-                dcode = None if dose_codes is None else torch.as_tensor(dose_codes[rows[:1]], device=self.device)
-                idx, dose = self.module.lookup_condition(code, dcode)
-                ptype = None if type_codes is None else torch.as_tensor(type_codes[rows[:1]], device=self.device)
-                eff = self.module.perturbation_effect(idx, context, dose, ptype)
-                obs_shift = torch.as_tensor(self._target_latent(adata, rows).mean(0)[None], device=self.device) - z0
-                residuals.append((obs_shift - eff["effects"].sum(1)).cpu().numpy()[0])
-                interactions.append(eff["interaction"].cpu().numpy()[0])
-        if not residuals:
-            return empty, empty
-        return np.array(residuals), np.array(interactions)
+                parts = (
+                    [rows] if dose_codes is None else [rows[dose_codes[rows] == c] for c in np.unique(dose_codes[rows])]
+                )
+                for part in parts:
+                    code = torch.as_tensor(codes[part[:1]], device=self.device)
+                    dcode = None if dose_codes is None else torch.as_tensor(dose_codes[part[:1]], device=self.device)
+                    idx, dose = self.module.lookup_condition(code, dcode)
+                    ptype = None if type_codes is None else torch.as_tensor(type_codes[part[:1]], device=self.device)
+                    eff = self.module.perturbation_effect(idx, context, dose, ptype)
+                    obs = torch.as_tensor(self._target_latent(adata, part).mean(0)[None], device=self.device) - z0
+                    item = {
+                        "n_genes": len(genes),
+                        "residual": (obs - eff["effects"].sum(1)).cpu().numpy()[0],
+                        "interaction": eff["interaction"].cpu().numpy()[0],
+                    }
+                    if len(genes) == 1:
+                        value = None if dose is None else float(dose[0, 0])
+                        item |= {
+                            "observed": obs.cpu().numpy()[0],
+                            "effect": eff["effects"][0, 0].cpu().numpy(),
+                            "mean_effect": self._mean_effect(context, value, ptype).cpu().numpy(),
+                        }
+                    out.append(item)
+        return out

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 import numpy as np
+import pandas as pd
 import torch
 from anndata import AnnData
 from scipy import sparse
@@ -180,9 +181,12 @@ class ReferenceMixin:
         types = None
         if setup.type_key and setup.type_key in adata.obs:
             types = adata.obs[setup.type_key].astype(str).to_numpy()
+        doses = None
+        if setup.dose_key and setup.dose_key in adata.obs:  # read before `_encodable` fills the column
+            doses = pd.to_numeric(adata.obs[setup.dose_key].astype(str), errors="coerce").to_numpy(dtype=float)
         if adata is not self.adata:
             adata = self._encodable(adata)
-        groups = covariate_groups(labels, frame[cov_keys], setup.control_value, setup.delimiter, types)
+        groups = covariate_groups(labels, frame[cov_keys], setup.control_value, setup.delimiter, types, doses)
         selected = select_groups(list(groups), cov_keys, covariates)
         return adata, [groups[v] for v in selected], [groups[v] for v in sorted(groups)]
 

@@ -68,7 +68,7 @@ def _read_current(model_path: Path, meta_path: Path, map_location) -> tuple[dict
 
 
 #: module buffers that folders of earlier releases may lack: they keep the values the module starts with
-_ADDED_BUFFERS = ("condition_holdout", "interaction_scale", "perturbation.dose_center")
+_ADDED_BUFFERS = ("condition_holdout", "interaction_scale", "novelty_scale", "perturbation.dose_center")
 #: weights of earlier releases that the module no longer has (the dose term of perturbation tokens, replaced by
 #: the dose-response)
 _REMOVED_WEIGHTS = ("perturbation.dose.weight",)

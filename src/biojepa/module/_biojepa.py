@@ -75,8 +75,9 @@ class BioJEPAModule(ModalityMixin, TaskSamplesMixin, BaseModuleClass):
     condition_dose
         ``(n_conditions, n_doses, K)`` per-gene doses of each (label, dose category) pair, or ``None``.
     condition_holdout
-        ``(n_conditions,)`` whether a label is held out from the perturbation loss (its cells choose the
-        interaction's strength, the ``interaction_scale`` buffer, after training); ``None``: none.
+        ``(n_conditions,)`` whether a label is held out from the perturbation loss (its cells choose, after
+        training, the interaction's strength, the ``interaction_scale`` buffer, and how far to trust tokens never
+        trained, the ``novelty_scale`` buffer); ``None``: none.
     n_extra_genes
         Perturbed genes that are not measured (learned identity embeddings).
     n_perturbation_types
@@ -262,6 +263,7 @@ class BioJEPAModule(ModalityMixin, TaskSamplesMixin, BaseModuleClass):
             holdout = torch.as_tensor(condition_holdout).bool()
         self.register_buffer("condition_holdout", holdout)
         self.register_buffer("interaction_scale", torch.tensor(0.0))  # chosen after training on held-out combinations
+        self.register_buffer("novelty_scale", torch.tensor(1.0))  # chosen after training on held-out singles
         self.register_buffer(
             "condition_dose", torch.as_tensor(condition_dose).float() if condition_dose is not None else None
         )

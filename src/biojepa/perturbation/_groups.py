@@ -30,6 +30,7 @@ class CovariateGroup:
         self.singles: dict[str, np.ndarray] = {}  # gene -> row indices of cells perturbed in that gene alone
         self.combinations: list[Genes] = []  # observed combinations of two or more genes
         self.observed: dict[Genes, np.ndarray] = {}  # any observed gene set -> its row indices
+        self.single_doses: dict[str, np.ndarray] = {}  # gene -> dose of each row of ``singles[gene]`` (with doses)
         self.types: list[str] = []
 
 
@@ -39,6 +40,7 @@ def covariate_groups(
     control: str,
     delimiter: str,
     types: np.ndarray | None = None,
+    doses: np.ndarray | None = None,
 ) -> dict[tuple, CovariateGroup]:
     """Group cells by covariate values; keep groups with control cells, with their singles and combinations.
 
@@ -53,6 +55,9 @@ def covariate_groups(
     types
         Perturbation type of every cell, or ``None``. A group's types are those of its perturbed cells, or of its
         control cells when it has none (a new context given by its control cells).
+    doses
+        Dose of every cell of a single perturbation (NaN elsewhere), or ``None``; kept per single in
+        ``single_doses``.
 
     Examples
     --------
@@ -81,6 +86,8 @@ def covariate_groups(
             group.observed[genes] = rows[labels[rows] == label]
             if len(genes) == 1:
                 group.singles[genes[0]] = rows[labels[rows] == label]
+                if doses is not None:
+                    group.single_doses[genes[0]] = np.asarray(doses, dtype=float)[group.singles[genes[0]]]
             elif len(genes) > 1:
                 group.combinations.append(genes)
         if types is not None:

@@ -17,6 +17,8 @@ logger = logging.getLogger(__name__)
 #: Fewest training combinations (all members also observed alone) before some are held out to validate the
 #: interaction's strength; with fewer, the interaction is not validated and predictions stay additive.
 MIN_VALIDATION_COMBINATIONS = 5
+#: Fewest singles (of genes in no other label) for some to be held out to choose how far to trust new tokens.
+MIN_VALIDATION_SINGLES = 8
 
 #: Fraction of such combinations held out from the perturbation loss to choose the interaction's strength.
 VALIDATION_FRACTION = 0.2
@@ -94,7 +96,8 @@ class PerturbationSetup:
         Perturbation vocabulary, the measured genes (``var_names`` order) first, then perturbed genes that are not
         measured (learned embeddings); ``n_measured`` counts the former.
     holdout
-        Canonical labels of the combinations held out from the perturbation loss to validate the interaction's strength.
+        Canonical labels held out from the perturbation loss: combinations that choose the interaction's strength,
+        and singles of genes in no other label that choose the ``novelty_scale`` (how far to trust untrained tokens).
 
     Examples
     --------
@@ -160,7 +163,7 @@ class PerturbationSetup:
             types=categories("perturbation_type") or (),
             vocabulary=measured + extra,
             n_measured=len(measured),
-            holdout=validation_labels(labels, control, delim, seed),
+            holdout=validation_labels(labels, control, delim, seed) + validation_singles(labels, control, delim, seed),
         )
 
     def parse(self, label: str, dose=None, perturbation_type: str | None = None) -> Perturbation:
@@ -209,6 +212,28 @@ class PerturbationSetup:
                 out[i, j, :n] = doses[:n]
         return out
 
+    def trained_vocabulary(self) -> np.ndarray:
+        """``(n_vocabulary,)`` whether each entry is perturbed in a label that trains (not held out)."""
+        held = set(self.holdout)
+        out = np.zeros(len(self.vocabulary), dtype=bool)
+        for label in self.labels:
+            genes = self.parse(label).genes
+            if genes and self.delimiter.join(genes) not in held:
+                out[self.index(genes)] = True
+        return out
+
+    def trained_singles(self) -> np.ndarray:
+        """Vocabulary indices of the genes whose single label trains (all trained entries if there is none)."""
+        held = set(self.holdout)
+        singles = {
+            self.parse(label).genes[0]
+            for label in self.labels
+            if len(self.parse(label).genes) == 1 and self.parse(label).genes[0] not in held
+        }
+        if not singles:
+            return np.flatnonzero(self.trained_vocabulary())
+        return np.array(sorted(self.index(sorted(singles))), dtype=np.int64)
+
     def holdout_mask(self) -> np.ndarray:
         """``(n_labels,)`` whether each registered label is held out to validate the interaction."""
         held = set(self.holdout)
@@ -237,3 +262,32 @@ def validation_labels(labels: Sequence[str], control_value: str, delimiter: str,
     n = max(2, round(VALIDATION_FRACTION * len(combos)))
     chosen = np.random.default_rng(seed).choice(len(combos), n, replace=False)
     return tuple(sorted(combos[i] for i in chosen))
+
+
+def validation_singles(labels: Sequence[str], control_value: str, delimiter: str, seed: int = 0) -> tuple[str, ...]:
+    """Single-gene labels held out from the perturbation loss to choose how far to trust tokens never trained.
+
+    Among singles whose gene appears in no other label (so that holding them out leaves their token untrained, as
+    for a gene never perturbed), hold out ``VALIDATION_FRACTION`` (at least 2) at random from ``seed`` when there
+    are at least ``MIN_VALIDATION_SINGLES``; otherwise none. Their observed shifts choose the model's
+    ``novelty_scale`` after training.
+
+    Examples
+    --------
+    >>> from biojepa.perturbation import validation_singles
+    >>> labels = ["ctrl", *"ABCDEFGHIJ", "A+B"]
+    >>> held = validation_singles(labels, "ctrl", "+")
+    >>> len(held), set(held) & {"A", "B"}, validation_singles(labels[:8], "ctrl", "+")
+    (2, set(), ())
+    """
+    parsed = [parse_perturbation(str(label), control_value, delimiter).genes for label in labels]
+    counts: dict[str, int] = {}
+    for genes in parsed:
+        for g in set(genes):
+            counts[g] = counts.get(g, 0) + 1
+    singles = sorted({genes[0] for genes in parsed if len(genes) == 1 and counts[genes[0]] == 1})
+    if len(singles) < MIN_VALIDATION_SINGLES:
+        return ()
+    n = max(2, round(VALIDATION_FRACTION * len(singles)))
+    chosen = np.random.default_rng(seed + 1).choice(len(singles), n, replace=False)
+    return tuple(sorted(singles[i] for i in chosen))
