@@ -1,4 +1,5 @@
 import logging
+import re
 import shutil
 from dataclasses import FrozenInstanceError, replace
 from pathlib import Path
@@ -197,3 +198,14 @@ def test_download_failure(tmp_path, empty_data_dir, monkeypatch):
     with pytest.raises(FileNotFoundError, match="BIOJEPA_DATA_DIR") as excinfo:
         datasets.perturbench_devel()
     assert url in str(excinfo.value)
+
+
+def test_gene_priors_match_their_readme(real):
+    readme = real[SMALL_NO_URL].parent / "gene_priors" / "README.md"
+    if not readme.is_file():
+        pytest.skip("no gene_priors/README.md next to the data")
+    recorded = re.findall(r"sha256: `([0-9a-f]{64})`", readme.read_text())
+    assert [e.sha256 for e in _registry.GENE_PRIORS.values()] == recorded
+    assert not set(_registry.GENE_PRIORS) & set(_registry.REGISTRY)  # kept out of SHA256SUMS' registry
+    path = datasets.data_path(_registry.GO_TABLE)  # verified like a registered file
+    assert _load.sha256sum(path) == _registry.GENE_PRIORS[_registry.GO_TABLE].sha256

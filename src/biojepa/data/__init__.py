@@ -10,6 +10,7 @@ from ._genes import (
     normalize_expression,
     sample_rows,
 )
+from ._go import GO_ONTOLOGIES, go_features
 from ._loading import BlockDataset, BlockSampler, row_runs
 from ._modalities import (
     MODALITY_LAYERS,
@@ -35,7 +36,9 @@ from ._validate import (
 )
 
 __all__ = [
+    "GO_ONTOLOGIES",
     "compound_features",
+    "go_features",
     "MODALITY_LAYERS",
     "Modality",
     "check_modalities",

@@ -91,7 +91,8 @@ def data_path(name: str, data_dir: PathLike | None = None) -> Path:
     ----------
     name
         File name as in the registry, e.g. ``"kang2018_ifnb_pbmc_counts.h5ad"`` or
-        ``"norman2019_gi_tables/regr_fits_final.csv"``.
+        ``"norman2019_gi_tables/regr_fits_final.csv"``; also the gene-prior tables of ``gene_priors/``
+        (``"gene_priors/go_human_orghseg_3.16.tsv.gz"``).
     data_dir
         Directory holding the data files; overrides ``BIOJEPA_DATA_DIR`` and the default locations.
 
@@ -111,9 +112,10 @@ def data_path(name: str, data_dir: PathLike | None = None) -> Path:
     >>> import biojepa as bj
     >>> path = bj.datasets.data_path("kang2018_ifnb_pbmc_counts.h5ad")  # doctest: +SKIP
     """
-    entry = _registry.REGISTRY.get(name)
+    entry = _registry.REGISTRY.get(name) or _registry.GENE_PRIORS.get(name)
     if entry is None:
-        raise ValueError(f"Unknown data file {name!r}; registered files: {', '.join(sorted(_registry.REGISTRY))}.")
+        known = sorted([*_registry.REGISTRY, *_registry.GENE_PRIORS])
+        raise ValueError(f"Unknown data file {name!r}; registered files: {', '.join(known)}.")
     searched = search_dirs(data_dir)
     for directory in searched:
         path = directory / entry.name

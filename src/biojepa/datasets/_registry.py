@@ -9,7 +9,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
 
-__all__ = ["GI_TABLES", "REGISTRY", "DataFile"]
+__all__ = ["GENE_PRIORS", "GI_TABLES", "GO_TABLE", "REGISTRY", "DataFile"]
 
 
 @dataclass(frozen=True)
@@ -73,3 +73,14 @@ _ENTRIES = (
 
 #: Read-only mapping from file name (relative path) to its :class:`DataFile` entry.
 REGISTRY: Mapping[str, DataFile] = MappingProxyType({entry.name: entry for entry in _ENTRIES})
+
+#: The human gene → GO term table (org.Hs.eg.db / GO.db 3.16) read by :func:`biojepa.data.go_features`.
+GO_TABLE = "gene_priors/go_human_orghseg_3.16.tsv.gz"
+
+#: Files of the ``gene_priors`` folder, whose checksums are recorded in that folder's ``README.md`` rather than in
+#: ``SHA256SUMS`` (which must equal :data:`REGISTRY`); :func:`~biojepa.datasets.data_path` verifies them all the same.
+GENE_PRIORS: Mapping[str, DataFile] = MappingProxyType(
+    {
+        GO_TABLE: DataFile(GO_TABLE, "c534c2986440c75bd569dc8e9957c572b686ae9f571dd8d98ede4670ab8d7a0b"),
+    }
+)
