@@ -5,7 +5,7 @@ change: what a latent of ``n_latent`` dimensions does not carry. Anchoring adds 
 observed change where one exists, so predictions start from what was measured and the model adds what it learned:
 
 * a gene observed alone in the group (no doses): its residual there, else its mean residual over the groups that
-  observed it (a gene seen in other cell lines);
+  observed it with the same perturbation type (a gene seen in other cell lines);
 * with doses: the residual fitted over the single's training doses as a multiple of its learned dose-response,
   evaluated at the requested dose (so an unseen dose moves along the learned Hill curve);
 * a token the perturbation loss never trained and nobody observed (a gene never perturbed, a compound known from its
@@ -19,6 +19,13 @@ import numpy as np
 from anndata import AnnData
 
 from ..perturbation import CovariateGroup, Perturbation
+
+
+def _same_type(a, b) -> bool:
+    """Whether two perturbation-type codes (tensors or ``None``) agree."""
+    if a is None or b is None:
+        return a is None and b is None
+    return bool((a == b).all())
 
 
 class AnchoringMixin:
@@ -105,6 +112,8 @@ class AnchoringMixin:
         for other in every:
             if gene in other.singles and other.values != group.values:
                 try:
+                    if not _same_type(state(other)["ptype"], own["ptype"]):
+                        continue  # e.g. a CRISPRi knockdown's residual says nothing about a CRISPRa activation
                     if dose is None:
                         others.append(self._residual(adata, state(other), gene))
                     else:

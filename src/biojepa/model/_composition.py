@@ -50,9 +50,16 @@ class CompositionMixin(AnchoringMixin, ReferenceMixin):
         setup = self._setup()
         table = features or self.perturbation_features_
         lookup = {g: i for i, g in enumerate(setup.vocabulary)}
-        missing = [g for g in perturbation.genes if g not in lookup and (table is None or g not in table)]
+
+        def featured(name: str) -> bool:  # a row of zeros carries no features
+            for t in (features, self.perturbation_features_):
+                if t is not None and name in t and bool(np.abs(t.lookup([name])[0]).sum() > 0):
+                    return True
+            return False
+
+        missing = [g for g in perturbation.genes if g not in lookup and not featured(g)]
         if missing:
-            hint = "" if table is None else " nor in `perturbation_features`"
+            hint = "" if table is None else " nor given a non-zero row of `perturbation_features`"
             raise ValueError(
                 f"Perturbations {missing} are neither measured (in var_names) nor perturbed in the training data"
                 f"{hint}, so the model has no token and no prior for them; predict measured or training-perturbed "
