@@ -29,15 +29,19 @@ class SamplingMixin:
         seed: int = 0,
         n_steps: int = 10,
         chunk_size: int = 10_000,
+        anchor: bool = True,
+        ensemble: bool = False,
     ) -> AnnData:
         """Sample perturbed cells: ``n_cells`` per (perturbation, covariate group), on the input scale.
 
         Each generated cell starts from a control cell of the group, drawn with replacement: its target latent is
-        carried by a flow of the ensemble (drawn per cell) conditioned on the predicted latent shift of the
-        perturbation (:meth:`train_generative`), and its expression is the control cell's own expression moved by
-        the expression head's change along that path. Log-normalized input gives log-normalized cells; count input
-        gives counts, by binomial thinning of the control cell's counts where expression falls and added Poisson
-        counts where it rises, so library sizes and noise stay those of real cells :cite:p:`gerard2020thinning`.
+        carried by the flow (:meth:`train_generative`) conditioned on the predicted latent shift of the
+        perturbation, and its expression is the control cell's own expression moved by the expression head's change
+        along that path, plus, with ``anchor``, the correction that anchoring makes to the mean change in
+        :meth:`predict_perturbation` (member genes observed alone). Log-normalized input gives log-normalized cells;
+        count input gives counts, by binomial thinning of the control cell's counts where expression falls and added
+        Poisson counts where it rises, so library sizes and noise stay those of real cells
+        :cite:p:`gerard2020thinning`.
         Cells are made ``chunk_size`` at a time, so memory holds one chunk and the result.
 
         Parameters
@@ -54,6 +58,11 @@ class SamplingMixin:
             Midpoint steps of the flow's ODE.
         chunk_size
             Cells generated at a time.
+        anchor
+            Start from the anchored mean change, as :meth:`predict_perturbation` does by default.
+        ensemble
+            Draw each cell's flow from the whole ensemble (a predictive mixture over the flows' hypotheses, wider
+            than any one population); ``False`` uses the flow trained on every population pair.
 
         Returns
         -------
@@ -84,8 +93,9 @@ class SamplingMixin:
         adata, groups, _ = self._reference(adata, covariates)
         rng = np.random.default_rng(seed)
         parts, obs, latents = [], [], []
-        for state in self._perturbation_states(adata, groups, parsed, perturbation_type):
-            for rows, z, X in self._generate(adata, state, n_cells, rng, n_steps, chunk_size):
+        member = None if ensemble else 0
+        for state in self._perturbation_states(adata, groups, parsed, perturbation_type, anchor):
+            for rows, z, X in self._generate(adata, state, n_cells, rng, n_steps, chunk_size, member):
                 parts.append(self._stored(X)), latents.append(z)
                 label = state["perturbation"].label(setup.delimiter, setup.control_value)
                 obs.append(pd.DataFrame({"_label": label, "source_cell": np.asarray(adata.obs_names)[rows]}))
@@ -104,6 +114,7 @@ class SamplingMixin:
         seed: int = 0,
         n_steps: int = 10,
         chunk_size: int = 10_000,
+        ensemble: bool = False,
     ) -> AnnData:
         """Sample cells at later times: ``n_cells`` per covariate group and requested time.
 
@@ -120,7 +131,7 @@ class SamplingMixin:
             Cells per covariate group and time.
         adata, indices
             Observations (``None``: the training AnnData; not modified) and which of them form the context.
-        seed, n_steps, chunk_size
+        seed, n_steps, chunk_size, ensemble
             As in :meth:`sample_perturbation`.
 
         Returns
@@ -177,7 +188,8 @@ class SamplingMixin:
             for tt, z1 in zip(times, predicted, strict=True):
                 condition = np.concatenate([z1 - z_source.mean(0), z_source.mean(0)]).astype(np.float32)
                 state = {"control": source, "z_control": z_source, "condition": condition}
-                for src, z, X in self._generate(enc, state, n_cells, rng, n_steps, chunk_size):
+                member = None if ensemble else 0
+                for src, z, X in self._generate(enc, state, n_cells, rng, n_steps, chunk_size, member):
                     parts.append(self._stored(X)), latents.append(z)
                     frame = pd.DataFrame({time_key: tt, "source_cell": np.asarray(adata.obs_names)[rows[src]]})
                     for key, value in zip(keys, values, strict=True):
@@ -187,21 +199,30 @@ class SamplingMixin:
         return self._cells_anndata(adata, parts, latents, frame, n_steps)
 
     # ------------------------------------------------------------------ helpers
-    def _perturbation_states(self, adata, groups, parsed, perturbation_type) -> Iterator[dict]:
-        """Per (covariate group, perturbation): control rows, their latents and the flow condition."""
+    def _perturbation_states(self, adata, groups, parsed, perturbation_type, anchor: bool = True) -> Iterator[dict]:
+        """Per (covariate group, perturbation): control rows, their latents, the flow condition and the offset.
+
+        The offset is what anchoring adds to the decoded mean change in :meth:`predict_perturbation` (each member
+        gene observed alone corrected to its observed change), added to every generated cell, so the cells start
+        from the same mean change as the point prediction.
+        """
         results = self._compose(adata, groups, parsed, perturbation_type, 500, 0, anchor=False)
+        offsets = [0.0] * len(results)
+        if anchor:
+            anchored = self._compose(adata, groups, parsed, perturbation_type, 500, 0, anchor=True)
+            offsets = [a["d_log"] - r["d_log"] for a, r in zip(anchored, results, strict=True)]
         latents: dict[tuple, np.ndarray] = {}
-        for r in results:
+        for r, offset in zip(results, offsets, strict=True):
             group = r["group"]
             if group.values not in latents:
                 latents[group.values] = self._target_latent(adata, group.control)
             z_control = latents[group.values]
             shift = r["shift"].cpu().numpy()[0]
             condition = np.concatenate([shift, z_control.mean(0)]).astype(np.float32)
-            yield {**r, "control": group.control, "z_control": z_control, "condition": condition}
+            yield {**r, "control": group.control, "z_control": z_control, "condition": condition, "offset": offset}
 
     @torch.inference_mode()
-    def _generate(self, adata, state, n_cells, rng, n_steps, chunk_size, member: int | None = None):
+    def _generate(self, adata, state, n_cells, rng, n_steps, chunk_size, member: int | None = 0):
         """Yield ``(source rows, generated latents, expression)`` chunks of ``n_cells`` cells from one source state.
 
         ``member``: use that flow of the ensemble for every cell; ``None`` draws one per cell.
@@ -218,16 +239,17 @@ class SamplingMixin:
             for m in np.unique(members):
                 sel = torch.as_tensor(np.flatnonzero(members == m), device=self.device)
                 z1[sel] = integrate(fields[int(m)], z0[sel], condition.expand(len(sel), -1), n_steps)
-            yield control[pick], z1.cpu().numpy(), self._decode_cells(adata, control[pick], z0, z1, rng)
+            offset = state.get("offset", 0.0)
+            yield control[pick], z1.cpu().numpy(), self._decode_cells(adata, control[pick], z0, z1, rng, offset)
 
     @torch.inference_mode()
-    def _decode_cells(self, adata, rows, z0: torch.Tensor, z1: torch.Tensor, rng) -> np.ndarray:
-        """Source cells' expression moved by the expression head's change from ``z0`` to ``z1``, on the input scale."""
+    def _decode_cells(self, adata, rows, z0: torch.Tensor, z1: torch.Tensor, rng, offset=0.0) -> np.ndarray:
+        """Source cells' expression moved by the head's change from ``z0`` to ``z1`` (plus ``offset``), input scale."""
         head = self.module.expression_head
         change = ((head(z1) - head(z0)).double() * self.module.gene_std.double()).cpu().numpy()  # (n, G) log scale
         out = []
         for start, (log, raw, lib) in zip(range(0, len(rows), _CHUNK), self._row_chunks(adata, rows), strict=True):
-            moved = log + change[start : start + len(log)]
+            moved = log + change[start : start + len(log)] + offset
             if self.input_scale != INPUT_SCALES.COUNTS:
                 out.append(np.maximum(moved, min(float(log.min()), 0.0)).astype(np.float32))
                 continue

@@ -49,9 +49,10 @@ class UncertaintyMixin:
 
         The rows are those of :meth:`predict_perturbation` (same arguments). Each flow of the generative ensemble
         samples ``n_samples`` cells per row; the scale of a gene's mean is
-        :math:`\sigma^2 = \overline{(\mu_m - \hat x)^2} + s^2 / n`, the mean squared distance of the members' means
-        :math:`\mu_m` from the prediction :math:`\hat x` (epistemic) plus the variance :math:`s^2` of the generated
-        cells over ``n_cells`` (the finite-population noise of an observed mean). The interval at level
+        :math:`\sigma^2 = \overline{(\mu_m - \hat x)^2} + s^2 / n + s_0^2 / n_0`: the mean squared distance of the
+        members' means :math:`\mu_m` from the prediction :math:`\hat x` (epistemic), the variance :math:`s^2` of the
+        generated cells over ``n_cells`` (the noise of an observed mean) and that of the :math:`n_0` control cells
+        over :math:`n_0` (the noise of the control mean the prediction starts from). The interval at level
         :math:`\alpha` is :math:`\hat x \pm q_\alpha \sigma`: :math:`q_\alpha` is the :math:`\alpha` quantile of
         :math:`|x - \hat x| / \sigma` on held-out perturbations (split conformal :cite:p:`angelopoulos2023conformal`,
         from :meth:`calibrate_uncertainty`), or the normal quantile before calibration.
@@ -208,14 +209,30 @@ class UncertaintyMixin:
         rng = np.random.default_rng(seed)
         spread = np.zeros(pred.shape)
         cell_var = np.zeros(pred.shape)
-        states = self._perturbation_states(ref, groups, parsed, predict_kwargs.get("perturbation_type"))
+        control_noise: dict[tuple, np.ndarray] = {}
+        anchor = predict_kwargs.get("anchor", True)
+        states = self._perturbation_states(ref, groups, parsed, predict_kwargs.get("perturbation_type"), anchor)
         for i, state in enumerate(states):  # same order as predict_perturbation's rows
             center = np.asarray(pred.X[i], dtype=np.float64)
+            values = state["group"].values
+            if values not in control_noise:  # the prediction starts from the observed control mean: its noise
+                control_noise[values] = self._observed_var(ref, state["group"].control) / len(state["group"].control)
+            spread[i] += control_noise[values]
             for m in range(len(self._flows())):
                 cells = np.vstack([x for _, _, x in self._generate(ref, state, n_samples, rng, 10, 10_000, m)])
                 spread[i] += (cells.mean(0) - center) ** 2 / len(self._flows())
                 cell_var[i] += cells.var(0, ddof=1) / len(self._flows())
         return pred, spread, cell_var
+
+    def _observed_var(self, adata, rows) -> np.ndarray:
+        """Per-gene variance of ``rows`` on the scale of ``predict_perturbation``'s ``X``."""
+        total, squares = np.zeros(adata.n_vars), np.zeros(adata.n_vars)
+        for log, raw, _ in self._row_chunks(adata, rows):
+            x = np.asarray(raw if self.input_scale == INPUT_SCALES.COUNTS else log, dtype=np.float64)
+            total += x.sum(0)
+            squares += (x**2).sum(0)
+        n = max(len(rows), 2)
+        return np.maximum(squares - total**2 / len(rows), 0.0) / (n - 1)
 
     def _observed_mean(self, adata, rows) -> np.ndarray:
         """Mean of ``rows`` on the scale of ``predict_perturbation``'s ``X`` (mean counts, or mean log expression)."""
