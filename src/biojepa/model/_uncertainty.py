@@ -201,7 +201,7 @@ class UncertaintyMixin:
         self._flows()
         if isinstance(n_samples, bool) or not isinstance(n_samples, int | np.integer) or n_samples < 2:
             raise ValueError(f"`n_samples` must be an integer of at least 2, got {n_samples!r}.")
-        if "dose" in predict_kwargs:
+        if predict_kwargs.get("dose") is not None:
             raise ValueError("The generative head does not model doses; call `predict_uncertainty` without `dose`.")
         pred = self.predict_perturbation(perturbations, covariates, adata, seed=seed, **predict_kwargs)
         parsed = self._parse_requests(perturbations)
