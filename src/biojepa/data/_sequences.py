@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import ot
 import torch
 
 
@@ -74,9 +75,10 @@ def paired_sequences(sample: torch.Tensor, time: torch.Tensor, min_length: int =
 
 
 def sinkhorn(cost: torch.Tensor, epsilon: float = 0.05, n_iter: int = 100) -> torch.Tensor:
-    r"""Entropic optimal-transport plan between uniform marginals (log-domain Sinkhorn).
+    r"""Entropic optimal-transport plan between uniform marginals (POT's log-domain Sinkhorn, ``n_iter`` iterations).
 
-    ``cost`` ``(n, m)`` is divided by its mean first, so ``epsilon`` is relative to a typical cost.
+    ``cost`` ``(n, m)`` is divided by its mean first, so ``epsilon`` is relative to a typical cost. Runs on the
+    tensor's device through POT's torch backend.
 
     Examples
     --------
@@ -87,14 +89,11 @@ def sinkhorn(cost: torch.Tensor, epsilon: float = 0.05, n_iter: int = 100) -> to
     [[0.5, 0.0], [0.0, 0.5]]
     """
     n, m = cost.shape
-    logits = -cost / (cost.mean().clamp(min=1e-12) * epsilon)
-    log_a = torch.full((n,), -float(np.log(n)), device=cost.device, dtype=cost.dtype)
-    log_b = torch.full((m,), -float(np.log(m)), device=cost.device, dtype=cost.dtype)
-    u, v = torch.zeros_like(log_a), torch.zeros_like(log_b)
-    for _ in range(n_iter):
-        u = log_a - torch.logsumexp(logits + v[None], 1)
-        v = log_b - torch.logsumexp(logits + u[:, None], 0)
-    return torch.exp(logits + u[:, None] + v[None])
+    scaled = cost / cost.mean().clamp(min=1e-12)
+    a = torch.full((n,), 1.0 / n, device=cost.device, dtype=cost.dtype)
+    b = torch.full((m,), 1.0 / m, device=cost.device, dtype=cost.dtype)
+    # stopThr=0: exactly n_iter iterations, as in training; the plan is used whether or not it has converged
+    return ot.sinkhorn(a, b, scaled, epsilon, method="sinkhorn_log", numItermax=n_iter, stopThr=0.0, warn=False)
 
 
 def coupled_sequences(

@@ -1,5 +1,7 @@
 """Evaluation metrics: representation quality and perturbation-prediction quality."""
 
+from ._calibration import interval_coverage
+from ._distribution import mmd, sinkhorn_divergence
 from ._perturbation import (
     direction_error,
     discrimination_score,
@@ -19,11 +21,14 @@ __all__ = [
     "effective_rank",
     "energy_distance",
     "evaluate",
+    "interval_coverage",
     "knn_accuracy",
     "l2_top_expressed",
+    "mmd",
     "mse_top_de",
     "pearson_delta",
     "silhouette",
+    "sinkhorn_divergence",
     "top_de_genes",
     "top_expressed_genes",
 ]

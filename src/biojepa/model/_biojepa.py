@@ -36,6 +36,7 @@ from ..perturbation import check_perturbation_setup
 from ..train import BioJEPATrainingPlan
 from ._checks import check_model_args
 from ._expression import ExpressionMixin
+from ._generative import GenerativeMixin
 from ._inputs import InputsMixin
 from ._multiomics import MultiomicsMixin
 from ._perturbation import PerturbationMixin
@@ -49,6 +50,7 @@ logger = logging.getLogger(__name__)
 
 
 class BioJEPA(
+    GenerativeMixin,
     ExpressionMixin,
     InputsMixin,
     MultiomicsMixin,

@@ -79,6 +79,7 @@ class PerturbationMixin(CompositionMixin):
         seed: int = 0,
         anchor: bool = True,
         observed: bool = False,
+        return_uncertainty: bool = False,
     ) -> AnnData:
         """Predict the mean expression of perturbed cells, one row per (perturbation, covariate group).
 
@@ -117,6 +118,9 @@ class PerturbationMixin(CompositionMixin):
             every change is decoded from the model alone.
         observed
             Return the observed mean change for perturbations observed in the group (``obs["source"]`` says so).
+        return_uncertainty
+            Add per-gene predictive intervals and a per-prediction uncertainty score from the generative head
+            (:meth:`predict_uncertainty`; needs :meth:`train_generative` first).
 
         Returns
         -------
@@ -138,6 +142,18 @@ class PerturbationMixin(CompositionMixin):
         >>> pred.shape, list(pred.layers), list(pred.obsm), pred.obs["source"].tolist()
         ((2, 100), ['delta'], ['X_biojepa'], ['predicted', 'predicted'])
         """
+        if return_uncertainty:  # predict_uncertainty calls back here with return_uncertainty=False
+            return self.predict_uncertainty(
+                perturbations,
+                covariates,
+                adata,
+                perturbation_type=perturbation_type,
+                dose=dose,
+                n_control_cells=n_control_cells,
+                seed=seed,
+                anchor=anchor,
+                observed=observed,
+            )
         self._check_if_trained(warn=True)
         setup = self._setup()
         parsed = self._parse_requests(perturbations, dose)

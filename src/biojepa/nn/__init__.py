@@ -3,6 +3,7 @@
 from ._condition import ConditionEmbedding
 from ._ema import ema_update, make_target, momentum_schedule
 from ._encoder import Block, CellEncoder, Transformer
+from ._flow import VelocityField, flow_matching_loss, integrate, ot_pairing
 from ._packing import PackedLayout, PackedTransformer, RotaryEmbedding, Segment, pack, run_packed
 from ._perturbation import FEATURES_ONLY, PAD, ExpressionHead, PerturbationEffect, masked_mse
 from ._predictor import Predictor
@@ -24,11 +25,15 @@ __all__ = [
     "Segment",
     "PerturbationEffect",
     "Transformer",
+    "VelocityField",
     "effective_rank",
     "ema_update",
+    "flow_matching_loss",
+    "integrate",
     "make_target",
     "masked_mse",
     "momentum_schedule",
+    "ot_pairing",
     "pack",
     "run_packed",
     "vicreg_covariance",

@@ -1,0 +1,283 @@
+"""Cells sampled from the generative head: latents from the flows, expression decoded onto the input scale."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+from anndata import AnnData
+from scipy import sparse
+
+from .._constants import INPUT_SCALES
+from ..data import get_matrix
+from ..nn import integrate
+from ._reference import _CHUNK
+
+
+class SamplingMixin:
+    """``sample_perturbation`` and ``sample_trajectory``: AnnData of generated cells, streamed in chunks."""
+
+    def sample_perturbation(
+        self,
+        perturbations: str | Sequence[str],
+        n_cells: int = 1000,
+        covariates: Mapping[str, str | Sequence[str]] | None = None,
+        adata: AnnData | None = None,
+        perturbation_type: str | None = None,
+        seed: int = 0,
+        n_steps: int = 10,
+        chunk_size: int = 10_000,
+        anchor: bool = True,
+        ensemble: bool = False,
+    ) -> AnnData:
+        """Sample perturbed cells: ``n_cells`` per (perturbation, covariate group), on the input scale.
+
+        Each generated cell starts from a control cell of the group, drawn with replacement: its target latent is
+        carried by the flow (:meth:`train_generative`) conditioned on the predicted latent shift of the
+        perturbation, and its expression is the control cell's own expression moved by the expression head's change
+        along that path, plus, with ``anchor``, the correction that anchoring makes to the mean change in
+        :meth:`predict_perturbation` (member genes observed alone). Log-normalized input gives log-normalized cells;
+        count input gives counts, by binomial thinning of the control cell's counts where expression falls and added
+        Poisson counts where it rises, so library sizes and noise stay those of real cells
+        :cite:p:`gerard2020thinning`.
+        Cells are made ``chunk_size`` at a time, so memory holds one chunk and the result.
+
+        Parameters
+        ----------
+        perturbations
+            Labels such as ``"SGK1"`` or ``"KLF1+MAP2K6"``, as in :meth:`predict_perturbation`.
+        n_cells
+            Cells per perturbation and covariate group.
+        covariates, adata, perturbation_type
+            As in :meth:`predict_perturbation` (``adata``: the reference control cells; not modified).
+        seed
+            Seed of the control cells drawn, the flows drawn and the count noise.
+        n_steps
+            Midpoint steps of the flow's ODE.
+        chunk_size
+            Cells generated at a time.
+        anchor
+            Start from the anchored mean change, as :meth:`predict_perturbation` does by default.
+        ensemble
+            Draw each cell's flow from the whole ensemble (a predictive mixture over the flows' hypotheses, wider
+            than any one population); ``False`` uses the flow trained on every population pair.
+
+        Returns
+        -------
+        New AnnData: ``X`` the generated expression (sparse when the training data are), ``obs`` the perturbation
+        column, the covariates and ``source_cell`` (the control cell it started from), ``obsm["X_biojepa"]`` the
+        generated latent (target-encoder space).
+
+        Examples
+        --------
+        >>> import scvi, biojepa as bj
+        >>> adata = scvi.data.synthetic_iid()
+        >>> adata.var_names = [f"g{i}" for i in range(adata.n_vars)]
+        >>> adata.obs["condition"] = ["control", "g1", "g2", "g1+g2"] * 100
+        >>> bj.BioJEPA.setup_anndata(adata, perturbation_key="condition", control_value="control")
+        >>> model = bj.BioJEPA(adata, n_latent=8)
+        >>> model.train(max_epochs=1, enable_progress_bar=False)
+        >>> _ = model.train_generative(max_epochs=2, n_ensemble=2)
+        >>> cells = model.sample_perturbation(["g1+g2", "g3"], n_cells=50)
+        >>> cells.shape, cells.obs["condition"].value_counts().tolist(), cells.obsm["X_biojepa"].shape
+        ((100, 100), [50, 50], (100, 8))
+        """
+        self._check_if_trained(warn=True)
+        _check_count(n_cells, "n_cells")
+        _check_count(chunk_size, "chunk_size")
+        self._flows()
+        setup = self._setup()
+        parsed = self._parse_requests(perturbations)
+        adata, groups, _ = self._reference(adata, covariates)
+        rng = np.random.default_rng(seed)
+        parts, obs, latents = [], [], []
+        member = None if ensemble else 0
+        for state in self._perturbation_states(adata, groups, parsed, perturbation_type, anchor):
+            for rows, z, X in self._generate(adata, state, n_cells, rng, n_steps, chunk_size, member):
+                parts.append(self._stored(X)), latents.append(z)
+                label = state["perturbation"].label(setup.delimiter, setup.control_value)
+                obs.append(pd.DataFrame({"_label": label, "source_cell": np.asarray(adata.obs_names)[rows]}))
+                for key, value in zip(setup.covariate_keys, state["group"].values, strict=True):
+                    obs[-1][key] = value
+        frame = pd.concat(obs, ignore_index=True).rename(columns={"_label": setup.perturbation_key})
+        frame = frame[[setup.perturbation_key, *setup.covariate_keys, "source_cell"]]
+        return self._cells_anndata(adata, parts, latents, frame, n_steps)
+
+    def sample_trajectory(
+        self,
+        time_points: Sequence[float],
+        n_cells: int = 1000,
+        adata: AnnData | None = None,
+        indices: Sequence[int] | None = None,
+        seed: int = 0,
+        n_steps: int = 10,
+        chunk_size: int = 10_000,
+        ensemble: bool = False,
+    ) -> AnnData:
+        """Sample cells at later times: ``n_cells`` per covariate group and requested time.
+
+        The source population of a covariate group is its cells at their latest observed time (among ``indices``);
+        the flows carry their latents conditioned on the shift from that population's mean latent to the mean
+        predicted latent at the requested time (:meth:`predict_trajectory` from the group's observations), and
+        expression is decoded as in :meth:`sample_perturbation`.
+
+        Parameters
+        ----------
+        time_points
+            Times to sample at, in ``time_key`` units, after each group's latest observation.
+        n_cells
+            Cells per covariate group and time.
+        adata, indices
+            Observations (``None``: the training AnnData; not modified) and which of them form the context.
+        seed, n_steps, chunk_size, ensemble
+            As in :meth:`sample_perturbation`.
+
+        Returns
+        -------
+        New AnnData: ``X`` the generated expression, ``obs`` the time, the covariates and ``source_cell``,
+        ``obsm["X_biojepa"]`` the generated latent.
+
+        Examples
+        --------
+        >>> import numpy as np, scvi, biojepa as bj
+        >>> adata = scvi.data.synthetic_iid()
+        >>> adata.obs["hours"] = np.repeat([0.0, 12.0, 24.0, 36.0], 100)
+        >>> bj.BioJEPA.setup_anndata(adata, time_key="hours")
+        >>> model = bj.BioJEPA(adata, n_latent=8)
+        >>> model.train(max_epochs=1, enable_progress_bar=False)
+        >>> _ = model.train_generative(max_epochs=2, n_ensemble=2)
+        >>> cells = model.sample_trajectory([48.0, 60.0], n_cells=30)
+        >>> cells.shape, sorted(set(cells.obs["hours"]))
+        ((60, 100), [48.0, 60.0])
+        """
+        self._check_if_trained(warn=True)
+        _check_count(n_cells, "n_cells")
+        _check_count(chunk_size, "chunk_size")
+        self._flows()
+        args = self.adata_manager.registry["setup_args"]
+        time_key = args.get("time_key")
+        if time_key is None:
+            raise ValueError("This model was set up without `time_key`; `sample_trajectory` needs a time course.")
+        times = np.asarray(time_points, dtype=np.float64).ravel()
+        if times.size == 0 or not np.isfinite(times).all():
+            raise ValueError(f"`time_points` must be one or more finite times, got {time_points!r}.")
+        adata = self.adata if adata is None else adata
+        if time_key not in adata.obs:
+            raise KeyError(f"adata.obs lacks the column {time_key!r} the model was set up with.")
+        rows = np.arange(adata.n_obs) if indices is None else np.asarray(indices)
+        if rows.dtype == bool:
+            rows = np.flatnonzero(rows)
+        enc = self._encodable(adata, rows)
+        t_all = adata.obs[time_key].to_numpy(dtype=np.float64)[rows]
+        rng = np.random.default_rng(seed)
+        parts, obs, latents = [], [], []
+        keys = self._covariate_keys()
+        for values, group_rows in self._time_groups(adata[rows]).items():
+            t = t_all[group_rows]
+            last = t.max()
+            if (times <= last).any():
+                raise ValueError(
+                    f"`time_points` {times[times <= last].tolist()} are not after the latest observation of covariate "
+                    f"group {values} (at {last:g}); sample later times, or pass `indices` ending earlier."
+                )
+            source = group_rows[t == last]
+            z_source = self._target_latent(enc, source)
+            predicted = self._predicted_time_latents(adata, rows[group_rows], times)
+            for tt, z1 in zip(times, predicted, strict=True):
+                condition = np.concatenate([z1 - z_source.mean(0), z_source.mean(0)]).astype(np.float32)
+                state = {"control": source, "z_control": z_source, "condition": condition}
+                member = None if ensemble else 0
+                for src, z, X in self._generate(enc, state, n_cells, rng, n_steps, chunk_size, member):
+                    parts.append(self._stored(X)), latents.append(z)
+                    frame = pd.DataFrame({time_key: tt, "source_cell": np.asarray(adata.obs_names)[rows[src]]})
+                    for key, value in zip(keys, values, strict=True):
+                        frame[key] = value
+                    obs.append(frame)
+        frame = pd.concat(obs, ignore_index=True)[[time_key, *keys, "source_cell"]]
+        return self._cells_anndata(adata, parts, latents, frame, n_steps)
+
+    # ------------------------------------------------------------------ helpers
+    def _perturbation_states(self, adata, groups, parsed, perturbation_type, anchor: bool = True) -> Iterator[dict]:
+        """Per (covariate group, perturbation): control rows, their latents, the flow condition and the offset.
+
+        The offset is what anchoring adds to the decoded mean change in :meth:`predict_perturbation` (each member
+        gene observed alone corrected to its observed change), added to every generated cell, so the cells start
+        from the same mean change as the point prediction.
+        """
+        results = self._compose(adata, groups, parsed, perturbation_type, 500, 0, anchor=False)
+        offsets = [0.0] * len(results)
+        if anchor:
+            anchored = self._compose(adata, groups, parsed, perturbation_type, 500, 0, anchor=True)
+            offsets = [a["d_log"] - r["d_log"] for a, r in zip(anchored, results, strict=True)]
+        latents: dict[tuple, np.ndarray] = {}
+        for r, offset in zip(results, offsets, strict=True):
+            group = r["group"]
+            if group.values not in latents:
+                latents[group.values] = self._target_latent(adata, group.control)
+            z_control = latents[group.values]
+            shift = r["shift"].cpu().numpy()[0]
+            condition = np.concatenate([shift, z_control.mean(0)]).astype(np.float32)
+            yield {**r, "control": group.control, "z_control": z_control, "condition": condition, "offset": offset}
+
+    @torch.inference_mode()
+    def _generate(self, adata, state, n_cells, rng, n_steps, chunk_size, member: int | None = 0):
+        """Yield ``(source rows, generated latents, expression)`` chunks of ``n_cells`` cells from one source state.
+
+        ``member``: use that flow of the ensemble for every cell; ``None`` draws one per cell.
+        """
+        fields = self._flows()
+        control, z_control = np.asarray(state["control"]), state["z_control"]
+        condition = torch.as_tensor(state["condition"], device=self.device)
+        for start in range(0, n_cells, chunk_size):
+            n = min(chunk_size, n_cells - start)
+            pick = np.sort(rng.integers(0, len(control), n))
+            members = np.full(n, member) if member is not None else rng.integers(0, len(fields), n)
+            z0 = torch.as_tensor(z_control[pick], device=self.device)
+            z1 = torch.empty_like(z0)
+            for m in np.unique(members):
+                sel = torch.as_tensor(np.flatnonzero(members == m), device=self.device)
+                z1[sel] = integrate(fields[int(m)], z0[sel], condition.expand(len(sel), -1), n_steps)
+            offset = state.get("offset", 0.0)
+            yield control[pick], z1.cpu().numpy(), self._decode_cells(adata, control[pick], z0, z1, rng, offset)
+
+    @torch.inference_mode()
+    def _decode_cells(self, adata, rows, z0: torch.Tensor, z1: torch.Tensor, rng, offset=0.0) -> np.ndarray:
+        """Source cells' expression moved by the head's change from ``z0`` to ``z1`` (plus ``offset``), input scale."""
+        head = self.module.expression_head
+        change = ((head(z1) - head(z0)).double() * self.module.gene_std.double()).cpu().numpy()  # (n, G) log scale
+        out = []
+        for start, (log, raw, lib) in zip(range(0, len(rows), _CHUNK), self._row_chunks(adata, rows), strict=True):
+            moved = log + change[start : start + len(log)] + offset
+            if self.input_scale != INPUT_SCALES.COUNTS:
+                out.append(np.maximum(moved, min(float(log.min()), 0.0)).astype(np.float32))
+                continue
+            mean = np.maximum(np.expm1(moved), 0.0) * lib[:, None] / 1e4  # expected counts after the change
+            counts = np.asarray(raw, dtype=np.float64)
+            down = mean < counts  # binomial thinning keeps count noise; a rise adds Poisson counts
+            keep = np.where(down, mean / np.maximum(counts, 1e-12), 1.0)
+            thinned = rng.binomial(counts.astype(np.int64), np.clip(keep, 0.0, 1.0))
+            added = rng.poisson(np.where(down, 0.0, mean - counts))
+            out.append((thinned + added).astype(np.float32))
+        return np.vstack(out)
+
+    def _stored(self, X: np.ndarray):
+        """A chunk of generated cells as the training data are stored: CSR when they are sparse, else dense."""
+        layer = self.adata_manager.registry["setup_args"]["layer"]
+        return sparse.csr_matrix(X) if sparse.issparse(get_matrix(self.adata, layer)) else X
+
+    def _cells_anndata(self, adata, parts, latents, obs: pd.DataFrame, n_steps: int) -> AnnData:
+        X = sparse.vstack(parts, format="csr") if sparse.issparse(parts[0]) else np.vstack(parts)
+        obs = obs.astype({c: "category" for c in obs.columns if obs[c].dtype == object})
+        obs.index = [f"generated{i}" for i in range(len(obs))]
+        cells = AnnData(X=X, obs=obs, var=pd.DataFrame(index=adata.var_names.copy()))
+        cells.obsm["X_biojepa"] = np.vstack(latents).astype(np.float32)
+        cells.uns["method"] = "BioJEPA flow"
+        cells.uns["n_steps"] = n_steps
+        return cells
+
+
+def _check_count(value, name: str) -> None:
+    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
+        raise ValueError(f"`{name}` must be a positive integer, got {value!r}.")

@@ -1,0 +1,174 @@
+import numpy as np
+import pytest
+import scvi
+import torch
+
+import biojepa as bj
+
+HELD_OUT = "g2"  # a gene never perturbed in training: calibration and unseen predictions
+
+
+def _model(adata, epochs=10):
+    scvi.settings.seed = 0
+    bj.BioJEPA.setup_anndata(
+        adata, perturbation_key="condition", control_value="control", categorical_covariate_keys=["line"]
+    )
+    model = bj.BioJEPA(adata, n_latent=8, n_embed=16, predictor_dim=16)
+    model.train(max_epochs=epochs, batch_size=64, enable_progress_bar=False)
+    return model
+
+
+@pytest.fixture(scope="module")
+def counts(screen_factory):
+    full = screen_factory(counts=True)
+    train = full[full.obs["condition"] != HELD_OUT].copy()
+    model = _model(train)
+    model.train_generative(max_epochs=15, n_ensemble=2, batch_size=32)
+    return model, train, full
+
+
+def test_pairs_cover_every_observed_perturbation_of_every_group(counts):
+    model, _, _ = counts
+    pairs = model.generative_config_["pairs"]
+    assert sorted(zip(pairs["group"], pairs["target"], strict=True)) == [
+        (line, label) for line in ("L1", "L2") for label in ("g0", "g0+g1", "g1")
+    ]
+    assert len(model.generative_config_["final_loss"]) == 2
+
+
+def test_sampled_counts_are_counts_and_carry_the_perturbation(counts):
+    model, train, _ = counts
+    before = (train.X.copy(), train.obs.copy())
+    cells = model.sample_perturbation(["g0", "g1"], n_cells=300, covariates={"line": "L1"}, seed=1)
+    assert cells.shape == (600, train.n_vars)
+    assert list(cells.obs.columns) == ["condition", "line", "source_cell"]
+    assert cells.obsm["X_biojepa"].shape == (600, 8)
+    X = np.asarray(cells.X)
+    assert (X >= 0).all() and np.array_equal(X, np.round(X))
+    assert set(cells.obs["source_cell"]) <= set(train.obs_names[train.obs["condition"] == "control"])
+    control = train.X[((train.obs["condition"] == "control") & (train.obs["line"] == "L1")).to_numpy()]
+    g0 = X[(cells.obs["condition"] == "g0").to_numpy()]
+    g1 = X[(cells.obs["condition"] == "g1").to_numpy()]
+    # g0 scales genes 10-19 up four-fold, g1 genes 20-29: the generated cells show it, each in its own block
+    assert g0[:, 10:20].mean() > 2.0 * control[:, 10:20].mean()
+    assert g1[:, 20:30].mean() > 2.0 * control[:, 20:30].mean()
+    assert g0[:, 20:30].mean() < 1.5 * control[:, 20:30].mean()
+    np.testing.assert_array_equal(train.X, before[0])  # the training AnnData is left alone
+    assert train.obs.equals(before[1])
+
+
+def test_sampling_is_seeded_and_streams_in_chunks(counts):
+    model, _, _ = counts
+    a = model.sample_perturbation("g0+g1", n_cells=25, covariates={"line": "L2"}, seed=3, chunk_size=10)
+    b = model.sample_perturbation("g0+g1", n_cells=25, covariates={"line": "L2"}, seed=3, chunk_size=10)
+    c = model.sample_perturbation("g0+g1", n_cells=25, covariates={"line": "L2"}, seed=4, chunk_size=10)
+    assert a.n_obs == 25 and a.obs_names.is_unique
+    np.testing.assert_array_equal(a.X, b.X)
+    assert not np.array_equal(a.X, c.X)
+
+
+def test_hundred_thousand_cells_stream(counts):
+    model, _, _ = counts
+    cells = model.sample_perturbation(
+        HELD_OUT, n_cells=100_000, covariates={"line": "L1"}, n_steps=2, chunk_size=25_000
+    )
+    assert cells.shape == (100_000, 60)
+    assert np.isfinite(cells.obsm["X_biojepa"]).all()
+
+
+def test_intervals_are_nested_and_calibration_covers_its_own_set(counts):
+    model, _, full = counts
+    pred = model.predict_uncertainty(["g0", HELD_OUT], covariates={"line": "L1"}, n_samples=100)
+    X = np.asarray(pred.X)
+    bounds = [pred.layers[k] for k in ("lower_95", "lower_80", "lower_50")]
+    bounds += [X] + [pred.layers[k] for k in ("upper_50", "upper_80", "upper_95")]
+    for low, high in zip(bounds[:-1], bounds[1:], strict=True):
+        assert (low <= high + 1e-5).all()
+    assert (pred.obs["uncertainty"] > 0).all() and pred.uns["calibrated"] is False
+    same = model.predict_perturbation(["g0", HELD_OUT], covariates={"line": "L1"}, return_uncertainty=True)
+    np.testing.assert_allclose(
+        same.layers["upper_80"],
+        model.predict_uncertainty(["g0", HELD_OUT], covariates={"line": "L1"}).layers["upper_80"],
+        rtol=1e-5,
+    )
+    held = full[full.obs["condition"].isin(["control", HELD_OUT]).to_numpy()].copy()
+    table = model.calibrate_uncertainty(held, n_samples=100)
+    assert table["quantile"].is_monotonic_increasing
+    assert model.uncertainty_calibration_["perturbations"] == [HELD_OUT]
+    pred = model.predict_uncertainty(HELD_OUT, adata=held, n_cells=40, n_samples=100)
+    coverage = bj.metrics.interval_coverage(pred, held, "condition", ["line"])
+    # split conformal on the same perturbation: its own coverage reaches the level (up to Monte Carlo noise)
+    assert coverage.loc[coverage["nominal"] == 0.8, "coverage"].mean() >= 0.7
+    assert pred.uns["calibrated"] is True
+    del model.uncertainty_calibration_
+
+
+def test_calibration_refuses_training_perturbations(counts):
+    model, train, _ = counts
+    with pytest.raises(ValueError, match=r"\['g0', 'g0\+g1', 'g1'\] were in the training data"):
+        model.calibrate_uncertainty(train)
+
+
+def test_bad_arguments_name_the_value(counts):
+    model, _, _ = counts
+    with pytest.raises(ValueError, match="`n_cells` must be a positive integer, got 0"):
+        model.sample_perturbation("g0", n_cells=0)
+    with pytest.raises(ValueError, match=r"got \[1.5\]"):
+        model.predict_uncertainty("g0", levels=(0.5, 1.5))
+    with pytest.raises(ValueError, match="without `time_key`"):
+        model.sample_trajectory([1.0])
+
+
+def test_save_load_keeps_flows_and_refuses_a_pickled_head(counts, tmp_path):
+    model, train, _ = counts
+    model.save(tmp_path / "m", overwrite=True)
+    loaded = bj.BioJEPA.load(tmp_path / "m", adata=train)
+    a = model.sample_perturbation("g1", n_cells=20, seed=0).obsm["X_biojepa"]
+    np.testing.assert_allclose(loaded.sample_perturbation("g1", n_cells=20, seed=0).obsm["X_biojepa"], a, atol=1e-5)
+    torch.save({"flow_state_dict": {"x": object()}}, tmp_path / "m" / "generative.pt")
+    with pytest.raises(ValueError, match="Refusing to load .*generative.pt"):
+        bj.BioJEPA.load(tmp_path / "m", adata=train)
+    (tmp_path / "m" / "generative.pt").unlink()
+    with pytest.raises(FileNotFoundError, match="generative.pt is missing"):
+        bj.BioJEPA.load(tmp_path / "m", adata=train)
+
+
+def test_log_input_gives_log_cells(screen_factory):
+    adata = screen_factory(counts=False, n_cells=20)
+    model = _model(adata, epochs=3)
+    with pytest.raises(ValueError, match="call `model.train_generative\\(\\)` first"):
+        model.sample_perturbation("g0")
+    model.train_generative(max_epochs=5, n_ensemble=1)
+    cells = model.sample_perturbation("g0", n_cells=50)
+    X = np.asarray(cells.X)
+    assert (X >= 0).all() and not np.array_equal(X, np.round(X))
+
+
+def test_models_without_expression_head_or_with_doses_raise(screen_factory):
+    adata = scvi.data.synthetic_iid(batch_size=50, n_genes=30)
+    bj.BioJEPA.setup_anndata(adata)
+    model = bj.BioJEPA(adata, n_latent=4, n_embed=16, predictor_dim=16)
+    with pytest.raises(ValueError, match="`perturbation_key` or `time_key`"):
+        model.train_generative()
+    adata = screen_factory(n_cells=10)
+    adata.obs["dose"] = "1"
+    adata.obs.loc[adata.obs["condition"] == "g0+g1", "dose"] = "1+1"
+    bj.BioJEPA.setup_anndata(adata, perturbation_key="condition", control_value="control", dose_key="dose")
+    model = bj.BioJEPA(adata, n_latent=4, n_embed=16, predictor_dim=16)
+    with pytest.raises(ValueError, match="does not model doses"):
+        model.train_generative()
+
+
+def test_trajectory_cells_at_a_later_time():
+    adata = scvi.data.synthetic_iid(batch_size=100, n_genes=30)
+    adata.obs["hours"] = np.tile([0.0, 12.0, 24.0, 36.0], 50)
+    bj.BioJEPA.setup_anndata(adata, time_key="hours", batch_key="batch")
+    model = bj.BioJEPA(adata, n_latent=4, n_embed=16, predictor_dim=16)
+    model.train(max_epochs=2, enable_progress_bar=False)
+    pairs = model.train_generative(max_epochs=3, n_ensemble=1)
+    assert set(pairs["kind"]) == {"time"} and len(pairs) == 12  # 2 batches x 6 ordered pairs of time points
+    cells = model.sample_trajectory([48.0], n_cells=40)
+    assert cells.shape == (80, 30) and sorted(set(cells.obs["batch"])) == ["batch_0", "batch_1"]
+    assert (np.asarray(cells.X) == np.round(np.asarray(cells.X))).all()  # synthetic_iid holds counts
+    with pytest.raises(ValueError, match=r"\[36.0\] are not after the latest observation"):
+        model.sample_trajectory([36.0, 48.0])
