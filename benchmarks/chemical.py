@@ -346,9 +346,25 @@ def kang(seed: int, epochs: int) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True)
 
 
+def common_rows(rows: pd.DataFrame) -> pd.DataFrame:
+    """Per split, the (label, line, seed) units every method of the split predicted (baselines abstain where they
+    have no data, e.g. Additive for a pair whose member's dose was held out), so that means compare like with like.
+    """
+    keys = [EVAL, LINE, "seed"]
+    parts = []
+    for _, part in rows.groupby("split"):
+        n_methods = part["method"].nunique()
+        counts = part.groupby(keys)["method"].nunique()
+        full = counts[counts == n_methods].index
+        parts.append(part.set_index(keys).loc[lambda d, full=full: d.index.isin(full)].reset_index())
+    return pd.concat(parts, ignore_index=True)
+
+
 def summarize(rows: pd.DataFrame, screen: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    rows = common_rows(rows)
     per_seed = rows.groupby(["split", "method", "seed"])[["pearson_delta_top20", "l2_top1000"]].mean()
     table = per_seed.groupby(["split", "method"]).agg(["mean", "std"]).round(3)
+    table["n_units"] = rows.groupby(["split", "method"]).size() / rows["seed"].nunique()
     scr = screen.groupby(["method", "seed"])[["auroc", "recall_top10pct"]].mean()
     return table, scr.groupby("method").agg(["mean", "std"]).round(3)
 
@@ -361,6 +377,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--kang", action="store_true", help="only the Kang 2018 IFN-beta one-compound case")
     parser.add_argument("--kang-epochs", type=int, default=50)
+    parser.add_argument("--summarize", action="store_true", help="only summarize the rows already in --out")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "chemical")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -374,6 +391,14 @@ def main() -> None:
         rows.to_csv(args.out.with_name(args.out.name + "_kang.csv"), index=False)
         per_seed = rows.groupby(["method", "seed"])[["pearson_delta_top20", "l2_top1000"]].mean()
         print(per_seed.groupby("method").agg(["mean", "std"]).round(3).to_string())
+        return
+    if args.summarize:
+        rows = pd.read_csv(args.out.with_suffix(".csv"))
+        screen = pd.read_csv(args.out.with_name(args.out.name + "_screen.csv"))
+        table, scr = summarize(rows, screen)
+        pd.set_option("display.width", 200)
+        print(table.to_string())
+        print(scr.to_string())
         return
     adata, features, truth = load(args.data)
     all_rows, all_screen = [], []
