@@ -152,6 +152,9 @@ _README_LINKS = {
     ),
     "[Time courses](tutorials/timecourse.ipynb)": "{doc}`Time courses <tutorials/timecourse>`",
     "[Multi-omics](tutorials/multiomics.ipynb)": "{doc}`Multi-omics <tutorials/multiomics>`",
+    "[Chemical perturbations](tutorials/chemical.ipynb)": (
+        "{doc}`Chemical perturbations <tutorials/chemical>`"
+    ),
 }
 
 
