@@ -4,12 +4,19 @@ The decoded change of a learned effect (expression head on the shifted control l
 change: what a latent of ``n_latent`` dimensions does not carry. Anchoring adds the decoding's residual against the
 observed change where one exists, so predictions start from what was measured and the model adds what it learned:
 
-* a gene observed alone in the group (no doses): its residual there, else its mean residual over the groups that
-  observed it with the same perturbation type (a gene seen in other cell lines);
+* a gene observed alone in the group (no doses): its residual there; else, seen alone in other groups with the same
+  perturbation type (a gene knocked out in other cell lines), the residual this group's trained singles share plus
+  the gene's own part measured there (its residual minus theirs, averaged over those groups, times a scale),
+  or its whole residual there, whichever predicts better the training singles observed in several groups
+  (:meth:`AnchoringMixin._transfer`). Much of a
+  perturbation's change in a cell line is shared by every perturbation of that line; it is measured in the line
+  itself, and only what is specific to the gene is borrowed. In a group without observed trained singles (a cell
+  line never seen perturbed), the whole residual of the other groups;
 * with doses: the residual fitted over the single's training doses as a multiple of its learned dose-response,
   evaluated at the requested dose (so an unseen dose moves along the learned Hill curve);
-* a token the perturbation loss never trained and nobody observed (a gene never perturbed, a compound known from its
-  features): the mean residual of the trained singles observed in the group, at the nearest doses — the systematic
+* a token the perturbation loss never trained with this perturbation type and nobody observed (a gene never
+  perturbed, or only knocked down when an activation is asked for; a compound known from its features): the mean
+  residual of the trained singles observed in the group, at the nearest doses — the systematic
   part of the decoding error that every perturbation shares.
 """
 
@@ -18,7 +25,8 @@ from __future__ import annotations
 import numpy as np
 from anndata import AnnData
 
-from ..perturbation import CovariateGroup, Perturbation
+from ..perturbation import CovariateGroup, Perturbation, interaction_scale
+from ..perturbation._setup import MIN_VALIDATION_SINGLES
 
 
 def _same_type(a, b) -> bool:
@@ -78,7 +86,7 @@ class AnchoringMixin:
         """Mean residual of the trained singles observed in the group (at ``dose``)."""
         cache = state.setdefault("typical", {})
         if dose not in cache:
-            trained = self._setup().trained_vocabulary()
+            trained = self._trained_with(state["ptype"])[0]
             vocabulary = self._setup().vocabulary
             names = [vocabulary[i] for i in np.flatnonzero(trained)]
             parts = []
@@ -97,6 +105,79 @@ class AnchoringMixin:
             cache[dose] = np.mean(parts, axis=0) if parts else 0.0
         return cache[dose]
 
+    def _measures_shared(self, state: dict) -> bool:
+        """Whether a trained single was observed in the group of ``state`` (so its shared residual is measured)."""
+        trained = self._trained_with(state["ptype"])[0]
+        vocabulary = self._setup().vocabulary
+        return any(trained[i] and vocabulary[i] in state["group"].singles for i in range(len(vocabulary)))
+
+    def _own_parts(self, adata: AnnData, gene: str, exclude, ptype, every: list[CovariateGroup], state) -> list:
+        """A gene's own residual parts (its residual minus the group's shared one) in other groups.
+
+        One per group of perturbation type ``ptype`` observing the gene alone, except the group ``exclude``.
+        """
+        parts = []
+        for other in every:
+            if gene not in other.singles or other.values == exclude:
+                continue
+            try:
+                st = state(other)
+                if not _same_type(st["ptype"], ptype):
+                    continue  # e.g. a CRISPRi knockdown's residual says nothing about a CRISPRa activation
+                parts.append(self._residual(adata, st, gene) - self._typical_residual(adata, st, None))
+            except ValueError:  # e.g. a group whose perturbation type is ambiguous: not used
+                continue
+        return parts
+
+    def _transfer(self, adata: AnnData, own: dict, every: list[CovariateGroup], state) -> float | None:
+        r"""How a gene's residual carries over from other groups, chosen on the training singles; ``None``: whole.
+
+        Checked leave one group out over the trained singles observed alone in two or more groups of this
+        perturbation type: each residual :math:`r_{g,G}` is predicted either (whole) by the mean of the gene's
+        residuals in the other groups, or (own part) by the group's shared residual :math:`\bar r_G` plus
+        :math:`\beta` times the mean of the gene's own parts :math:`o_{g,G'} = r_{g,G'} - \bar r_{G'}` elsewhere, with
+        :math:`\beta` the least-squares scale clipped to ``[0, 1]`` (:func:`~biojepa.perturbation.interaction_scale`;
+        0: what a knockout does beyond the shared response of a line says nothing of another line). The rule with
+        the smaller squared error is used; the whole residual where fewer than ``MIN_VALIDATION_SINGLES`` such
+        (single, group) pairs exist to choose on.
+        """
+        ptype = own["ptype"]
+        if "transfer" not in own:
+            trained = self._trained_with(ptype)[0]
+            vocabulary = self._setup().vocabulary
+            targets, shared, whole, parts = [], [], [], []
+            for i in np.flatnonzero(trained):
+                gene = vocabulary[i]
+                for group in every:
+                    if gene not in group.singles:
+                        continue
+                    try:
+                        st = state(group)
+                        if not _same_type(st["ptype"], ptype):
+                            continue
+                        rest = self._own_parts(adata, gene, group.values, ptype, every, state)
+                        if not rest:
+                            continue
+                        elsewhere = [
+                            self._residual(adata, state(o), gene)
+                            for o in every
+                            if gene in o.singles and o.values != group.values and _same_type(state(o)["ptype"], ptype)
+                        ]
+                        targets.append(self._residual(adata, st, gene))
+                        shared.append(np.broadcast_to(self._typical_residual(adata, st, None), targets[-1].shape))
+                        whole.append(np.mean(elsewhere, axis=0))
+                        parts.append(np.mean(rest, axis=0))
+                    except ValueError:  # e.g. a group whose perturbation type is ambiguous: not used
+                        continue
+            choice = None
+            if len(targets) >= MIN_VALIDATION_SINGLES:  # fewer: too few to choose on, the whole residual
+                targets, shared, whole, parts = map(np.array, (targets, shared, whole, parts))
+                beta = interaction_scale(targets - shared, parts, 1.0)
+                if ((targets - shared - beta * parts) ** 2).sum() < ((targets - whole) ** 2).sum():
+                    choice = beta
+            own["transfer"] = choice
+        return own["transfer"]
+
     def _anchor(
         self, adata: AnnData, own: dict, gene: str, dose: float | None, novel: bool, every: list[CovariateGroup], state
     ) -> np.ndarray | float:
@@ -108,6 +189,13 @@ class AnchoringMixin:
             found = self._dosed_residual(adata, own, gene, dose)
             if found is not None:
                 return found
+        # Only where the group measured its own shared residual is the gene's own part borrowed; in a context never
+        # seen with perturbations, the other groups' whole residual is the best guess.
+        if dose is None and self._measures_shared(own):  # else the whole residual of the other groups, below
+            parts = self._own_parts(adata, gene, group.values, own["ptype"], every, state)
+            scale = self._transfer(adata, own, every, state) if parts else None
+            if scale is not None:
+                return self._typical_residual(adata, own, None) + scale * np.mean(parts, axis=0)
         others = []
         for other in every:
             if gene in other.singles and other.values != group.values:

@@ -83,7 +83,7 @@ class CompositionMixin(AnchoringMixin, ReferenceMixin):
         idx, features = self._token_inputs(perturbation, features)
         dose = self._dose_tensor(perturbation)
         eff = self.module.perturbation_effect(idx, context, dose, ptype, features)
-        trained = _trained_vocabulary(self._setup())
+        trained = self._trained_with(ptype)[0]
         novel = [k for k, i in enumerate(idx[0].tolist()) if i < 0 or not trained[i]]
         alpha = float(self.module.novelty_scale)
         if novel and alpha != 1.0:  # a token never trained: the trained mean plus a validated share of its own
@@ -136,7 +136,6 @@ class CompositionMixin(AnchoringMixin, ReferenceMixin):
             raise ValueError(f"`n_control_cells` must be a positive integer, got {n_control_cells!r}.")
         self.module.eval()
         dosed = self.module.condition_dose is not None
-        trained = _trained_vocabulary(self._setup())
         lookup = {g: i for i, g in enumerate(self._setup().vocabulary)}
         states: dict[tuple, dict] = {}
 
@@ -148,6 +147,7 @@ class CompositionMixin(AnchoringMixin, ReferenceMixin):
         out = []
         for group in groups:
             own = state(group)
+            trained = self._trained_with(own["ptype"])[0]
             for p in perturbations:
                 shift = own["context"].new_zeros(1, self.module.n_latent)
                 d_log, source = np.zeros(adata.n_vars), PREDICTED
@@ -202,10 +202,44 @@ class CompositionMixin(AnchoringMixin, ReferenceMixin):
                 len(singles),
             )
 
+    def _trained_with(self, ptype) -> tuple[np.ndarray, np.ndarray]:
+        """Vocabulary trained with perturbation type ``ptype``: ``(trained, singles)``.
+
+        ``trained`` flags the entries perturbed in a training label with cells of that type, ``singles`` indexes
+        those whose single label trains with it. A token trained only under another type (a gene knocked down by
+        CRISPRi, asked for as a CRISPRa activation) carries no evidence for this one: it counts as never trained,
+        and the mean effect it is shrunk to is that of the same type's singles. Without perturbation types (or a
+        type with no trained singles), every trained entry and every trained single.
+        """
+        setup = self._setup()
+        code = None if ptype is None else int(torch.as_tensor(ptype).reshape(-1)[0])
+        cache = self.__dict__.setdefault("_trained_with_cache", {})
+        key = (setup, code)
+        if key not in cache:
+            every = (_trained_vocabulary(setup), setup.trained_singles())
+            registry = self.adata_manager.data_registry
+            if code is None or EXTRA_KEYS.PERTURBATION_TYPE not in registry:
+                cache[key] = every
+            else:
+                codes = np.asarray(self.get_from_registry(self.adata, EXTRA_KEYS.PERTURBATION)).ravel()
+                types = np.asarray(self.get_from_registry(self.adata, EXTRA_KEYS.PERTURBATION_TYPE)).ravel()
+                held = set(setup.holdout)
+                trained, singles = np.zeros(len(setup.vocabulary), dtype=bool), set()
+                for label_code in np.unique(codes[types == code]):
+                    genes = setup.parse(setup.labels[int(label_code)]).genes
+                    if not genes or setup.delimiter.join(genes) in held:
+                        continue
+                    index = setup.index(genes)
+                    trained[index] = True
+                    if len(genes) == 1:
+                        singles.add(index[0])
+                cache[key] = (trained, np.array(sorted(singles), dtype=np.int64)) if singles else every
+        return cache[key]
+
     @torch.inference_mode()
     def _mean_effect(self, context: torch.Tensor, dose: float | None, ptype) -> torch.Tensor:
-        """``(n_latent,)`` mean learned effect of the trained singles in ``context`` at ``dose``."""
-        genes = torch.as_tensor(self._setup().trained_singles(), device=self.device)[:, None]
+        """``(n_latent,)`` mean learned effect of the trained singles (of type ``ptype``) in ``context`` at ``dose``."""
+        genes = torch.as_tensor(self._trained_with(ptype)[1], device=self.device)[:, None]
         n = genes.shape[0]
         doses = None
         if self.module.condition_dose is not None:
