@@ -148,3 +148,59 @@ def test_novelty_scale_is_chosen_on_held_out_singles_and_shrinks_untrained_token
     model.module.novelty_scale.fill_(1.0)
     a, b = (model.predict_perturbation(g, anchor=False) for g in ("g30", "g31"))
     assert not np.allclose(a.X, b.X, atol=1e-5)
+
+
+def _lines_screen(lines, singles_of, types=None, n_genes=50, n_cells=20, seed=0) -> AnnData:
+    """Log1p counts: each single raises its own block (genes 8+3i..); every perturbation of line k raises block k."""
+    rng = np.random.default_rng(seed)
+    base = rng.gamma(4.0, 1.0, n_genes)
+    X, obs = [], []
+    for k, line in enumerate(lines):
+        for label in ["control", *singles_of[line]]:
+            mu = base.copy()
+            if label != "control":
+                i = int(label[1:])
+                mu[8 + 3 * i : 11 + 3 * i] *= 3.0
+                mu[35 + 5 * k : 40 + 5 * k] *= 3.0  # the response every perturbation of this line shares
+            n = 3 * n_cells if label == "control" else n_cells
+            X.append(np.log1p(rng.poisson(mu, (n, n_genes))))
+            obs += [(label, line, (types or {}).get(line, "KO"))] * n
+    adata = AnnData(np.vstack(X).astype(np.float32), obs=pd.DataFrame(obs, columns=["condition", "line", "ptype"]))
+    adata.obs_names = [f"c{i}" for i in range(adata.n_obs)]
+    adata.var_names = [f"g{i}" for i in range(n_genes)]
+    return adata
+
+
+def test_token_trained_under_another_type_counts_as_untrained():
+    singles = {"L1": [f"g{i}" for i in range(6)], "L2": [f"g{i}" for i in range(6, 12)]}
+    adata = _lines_screen(["L1", "L2"], singles, types={"L1": "CRISPRi", "L2": "CRISPRa"})
+    model = _train(adata, perturbation_type_key="ptype")
+    setup = model.perturbation_setup_
+    crispra = model._type_code(None, "CRISPRa")
+    trained, typed_singles = model._trained_with(crispra)
+    assert not trained[setup.index(["g0"])].any() and trained[setup.index(["g6"])].all()
+    assert set(typed_singles) <= set(setup.index([f"g{i}" for i in range(6, 12)]))
+    assert model._trained_with(None)[0][setup.index(["g0", "g6"])].all()  # without a type: every trained token
+    # with no trust in untrained tokens, two genes knocked down only in L1 predict the same activation in L2
+    model.module.novelty_scale.fill_(0.0)
+    a, b = (model.predict_perturbation(g, covariates={"line": "L2"}) for g in ("g0", "g1"))
+    np.testing.assert_allclose(a.X, b.X, atol=1e-5)
+    model.module.novelty_scale.fill_(1.0)
+    a, b = (model.predict_perturbation(g, covariates={"line": "L2"}) for g in ("g0", "g1"))
+    assert not np.allclose(a.X, b.X, atol=1e-5)
+
+
+def test_gene_seen_in_other_lines_takes_this_lines_shared_response():
+    lines = ["L1", "L2", "L3"]
+    singles = {line: [f"g{i}" for i in range(6)] for line in lines}
+    singles["L3"] = singles["L3"][:-1]  # g5 is held out in L3, seen in L1 and L2
+    truth = _lines_screen(lines, {line: [f"g{i}" for i in range(6)] for line in lines})
+    model = _train(_lines_screen(lines, singles))
+    pred = model.predict_perturbation("g5", covariates={"line": "L3"})
+    delta = pred.layers["delta"][0]
+    blocks = {line: delta[35 + 5 * k : 40 + 5 * k].mean() for k, line in enumerate(lines)}
+    assert blocks["L3"] > 0.5  # L3's shared response, measured on L3's other knockouts
+    assert abs(blocks["L1"]) < 0.25 and abs(blocks["L2"]) < 0.25  # the other lines' shared responses are not borrowed
+    assert delta[23:26].mean() > 0.5  # g5's own block, borrowed from L1 and L2
+    observed = bj.metrics.evaluate(pred, truth, "condition", "control", ["line"])
+    assert observed["pearson_delta"].iloc[0] > 0.9
