@@ -94,6 +94,16 @@ def test_screen_ranks_the_compound_that_reaches_the_target(screen_factory):
     signature = pd.Series(np.asarray(change).ravel(), index=adata.var_names)
     by_signature = model.screen(library, target=signature, adata=start, dose=[10])
     assert by_signature.iloc[0]["condition"] == "g1", by_signature
+    # anchored expression predictions: g1 at 10 is measured, so it starts from its measured change
+    by_expression = model.screen(library, target=target, adata=start, dose=[1, 10], space="expression")
+    assert by_expression.iloc[0]["condition"] == "g1" and by_expression.iloc[0]["score"] > 0.5, by_expression
+    assert len(by_expression) == 8 and by_expression["rank"].tolist() == list(range(1, 9))
+    chunked = model.screen(library, target=target, adata=start, dose=[1, 10], space="expression", chunk_size=1)
+    pd.testing.assert_frame_equal(by_expression, chunked)
+    by_signature = model.screen(library, target=signature, adata=start, dose=[10], space="expression")
+    assert by_signature.iloc[0]["condition"] == "g1", by_signature
+    with pytest.raises(ValueError, match="`space` must be"):
+        model.screen(library, target=target, adata=start, space="genes")
     with pytest.raises(ValueError, match="feature columns"):
         model.screen(library.iloc[:, :3], target=target, adata=start)
     with pytest.raises(TypeError, match="`target` must be"):

@@ -122,6 +122,7 @@ class CompositionMixin(AnchoringMixin, ReferenceMixin):
         anchor: bool = True,
         observed: bool = False,
         every: list[CovariateGroup] | None = None,
+        features: PerturbationFeatures | None = None,
     ) -> list[dict]:
         """Per (group, perturbation): the latent shift, the change of mean log expression and its source.
 
@@ -130,7 +131,8 @@ class CompositionMixin(AnchoringMixin, ReferenceMixin):
         combination of seen singles starts from the additive combination of observed changes plus what the model
         adds (the interaction and the decoder's non-additivity), an unseen dose moves the nearest dose's residual
         along the learned dose-response, and an untrained token gets the residual its trained peers share.
-        ``observed``: a perturbation observed in the group returns its observed mean change.
+        ``observed``: a perturbation observed in the group returns its observed mean change. ``features``: rows
+        for members the model's own feature table lacks (a screened library).
         """
         if isinstance(n_control_cells, bool) or not isinstance(n_control_cells, int) or n_control_cells < 1:
             raise ValueError(f"`n_control_cells` must be a positive integer, got {n_control_cells!r}.")
@@ -152,7 +154,7 @@ class CompositionMixin(AnchoringMixin, ReferenceMixin):
                 shift = own["context"].new_zeros(1, self.module.n_latent)
                 d_log, source = np.zeros(adata.n_vars), PREDICTED
                 if p.genes:
-                    shift = self._effect(group, own["context"], p, own["ptype"])["shift"]
+                    shift = self._effect(group, own["context"], p, own["ptype"], features)["shift"]
                     d_log = self._decode(own["z_ctrl_t"], shift)
                     for gene in p.genes if anchor else ():
                         dose = (p.dose_of(gene) if p.doses is not None else 1.0) if dosed else None

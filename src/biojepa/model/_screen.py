@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import Literal
 
 import numpy as np
 import pandas as pd
@@ -10,12 +11,19 @@ import torch
 from anndata import AnnData
 
 from ..nn import FEATURES_ONLY
-from ..perturbation import PerturbationFeatures
+from ..perturbation import Perturbation, PerturbationFeatures
 from ._composition import CompositionMixin
 
 
 def _unit(x: torch.Tensor) -> torch.Tensor:
     return x / x.norm(dim=-1, keepdim=True).clamp(min=1e-12)
+
+
+def _ranked(frames: list[pd.DataFrame]) -> pd.DataFrame:
+    """Per group, ``rank`` by score (1 = best), rows sorted by group and rank."""
+    for frame in frames:
+        frame["rank"] = frame["score"].rank(ascending=False, method="first").astype(int)
+    return pd.concat([f.sort_values("rank") for f in frames], ignore_index=True)
 
 
 class ScreenMixin(CompositionMixin):
@@ -33,6 +41,7 @@ class ScreenMixin(CompositionMixin):
         chunk_size: int = 1024,
         n_control_cells: int = 100,
         seed: int = 0,
+        space: Literal["latent", "expression"] = "latent",
     ) -> pd.DataFrame:
         r"""Rank every compound × dose of a library by how far its predicted response moves cells to a target.
 
@@ -49,6 +58,13 @@ class ScreenMixin(CompositionMixin):
         * ``target`` a gene signature (a Series of desired log-expression changes indexed by gene, e.g. minus a
           disease-vs-healthy change): each shift is decoded to a change of mean log expression, and ``score`` is its
           cosine with the signature over the signature's genes.
+
+        With ``space="expression"`` every candidate is scored by its predicted change of mean log expression as
+        :meth:`predict_perturbation` makes it (anchored: a compound and dose measured in training starts from its
+        measured change in the starting cells' covariate group, an unseen one from its learned or feature-based
+        effect plus the residual the trained compounds share), against the target change of mean log expression
+        from the starting cells to the target cells (or the signature). The same three scores, over genes. Slower
+        than the latent (one decoding per candidate), and it needs the starting cells' covariate group in training.
 
         The library is processed in chunks of ``chunk_size`` compounds, so memory does not grow with its size.
 
@@ -73,6 +89,8 @@ class ScreenMixin(CompositionMixin):
             Starting cells whose latents are decoded (signature targets).
         seed
             Seed of that subsample.
+        space
+            ``"latent"``: score latent shifts (fast); ``"expression"``: score anchored expression predictions.
 
         Returns
         -------
@@ -109,6 +127,8 @@ class ScreenMixin(CompositionMixin):
             raise ValueError(
                 f"dose={dose!r} was given, but the model was set up without `dose_key`; set it up with `dose_key=`."
             )
+        if space not in ("latent", "expression"):
+            raise ValueError(f"`space` must be 'latent' or 'expression', got {space!r}.")
         if isinstance(target, pd.Series):
             signature = self._signature(target)
         elif isinstance(target, AnnData):
@@ -126,12 +146,16 @@ class ScreenMixin(CompositionMixin):
         start, groups, _ = self._reference(start, covariates)
         if not groups:
             raise ValueError(f"No starting cells match covariates={covariates!r}.")
+        if space == "expression":
+            return self._screen_expression(
+                names, table, doses, target, signature, start, groups, perturbation_type, chunk_size, n_control_cells
+            )
         frames = []
         for group in groups:
             state = self._state(start, group, perturbation_type, n_control_cells, seed)
             if signature is None:
                 delta = torch.as_tensor(target_z - state["z0"], device=self.device)
-                scorer = self._latent_scores(delta)
+                scorer = self._distance_scores(delta)
             else:
                 scorer = self._signature_scores(state["z_ctrl_t"], *signature)
             rows = []
@@ -148,9 +172,56 @@ class ScreenMixin(CompositionMixin):
                     **scores,
                 }
             )
-            frame["rank"] = frame["score"].rank(ascending=False, method="first").astype(int)
-            frames.append(frame.sort_values("rank"))
-        return pd.concat(frames, ignore_index=True)
+            frames.append(frame)
+        return _ranked(frames)
+
+    def _screen_expression(
+        self, names, table, doses, target, signature, start, groups, perturbation_type, chunk_size, n_control_cells
+    ) -> pd.DataFrame:
+        """:meth:`screen` with ``space="expression"``: anchored expression predictions in the training groups."""
+        setup = self._setup()
+        train, _, every = self._reference(None, None)
+        trained_groups = {g.values: g for g in every}
+        if signature is None:
+            encoded = self._encodable(target)
+            target_log = self._mean_log_expression(encoded, np.arange(encoded.n_obs))
+        dosed = self.module.condition_dose is not None
+        candidates = [Perturbation((n,), (float(d),) if dosed else None) for n in names for d in doses]
+        frames = []
+        for group in groups:
+            if group.values not in trained_groups:
+                raise ValueError(
+                    f"The starting cells' covariate group {group.values} is not in the training data, so "
+                    "`space='expression'` has no measured changes to start from; use `space='latent'`."
+                )
+            if signature is None:
+                goal = target_log - self._mean_log_expression(start, group.control)
+                index = np.arange(len(goal))
+            else:
+                index, values = signature
+                goal = values.double().cpu().numpy()
+            scorer = self._distance_scores(torch.as_tensor(goal, dtype=torch.float64))
+            rows = []
+            for begin in range(0, len(candidates), chunk_size * len(doses)):
+                chunk = candidates[begin : begin + chunk_size * len(doses)]
+                results = self._compose(
+                    train, [trained_groups[group.values]], chunk, perturbation_type, n_control_cells, 0,
+                    every=every, features=table,
+                )  # fmt: skip
+                changes = np.stack([r["d_log"][index] for r in results])
+                rows.append(scorer(torch.as_tensor(changes, dtype=torch.float64)))
+            scores = {k: np.concatenate([r[k] for r in rows]) for k in rows[0]}
+            frames.append(
+                pd.DataFrame(
+                    {
+                        setup.perturbation_key: np.repeat(names, len(doses)),
+                        "dose": np.tile(doses, len(names)),
+                        **dict(zip(setup.covariate_keys, group.values, strict=True)),
+                        **scores,
+                    }
+                )
+            )
+        return _ranked(frames)
 
     def _library(self, library) -> tuple[np.ndarray, PerturbationFeatures | None]:
         """Candidate names and the feature table they are read from (``None``: the model's own)."""
@@ -214,7 +285,7 @@ class ScreenMixin(CompositionMixin):
         index = np.array([genes.index(g) for g in target.index])
         return index, torch.as_tensor(values, dtype=torch.float32, device=self.device)
 
-    def _latent_scores(self, delta: torch.Tensor):
+    def _distance_scores(self, delta: torch.Tensor):
         def score(shifts: torch.Tensor) -> dict[str, np.ndarray]:
             norm = delta.norm().clamp(min=1e-12)
             return {
