@@ -107,16 +107,18 @@ class AnchoringMixin:
 
     def _measures_shared(self, state: dict) -> bool:
         """Whether a trained single was observed in the group of ``state`` (so its shared residual is measured)."""
-        trained = self._trained_with(state["ptype"])[0]
-        vocabulary = self._setup().vocabulary
-        return any(trained[i] and vocabulary[i] in state["group"].singles for i in range(len(vocabulary)))
+        if "measures_shared" not in state:
+            trained = self._trained_with(state["ptype"])[0]
+            lookup = {g: i for i, g in enumerate(self._setup().vocabulary)}
+            state["measures_shared"] = any(g in lookup and trained[lookup[g]] for g in state["group"].singles)
+        return state["measures_shared"]
 
-    def _own_parts(self, adata: AnnData, gene: str, exclude, ptype, every: list[CovariateGroup], state) -> list:
-        """A gene's own residual parts (its residual minus the group's shared one) in other groups.
+    def _elsewhere(self, adata: AnnData, gene: str, exclude, ptype, every: list[CovariateGroup], state) -> list:
+        """``(residual, shared residual)`` of a gene in each other group of type ``ptype`` observing it alone.
 
-        One per group of perturbation type ``ptype`` observing the gene alone, except the group ``exclude``.
+        Every group except the one with covariate values ``exclude``.
         """
-        parts = []
+        out = []
         for other in every:
             if gene not in other.singles or other.values == exclude:
                 continue
@@ -124,10 +126,10 @@ class AnchoringMixin:
                 st = state(other)
                 if not _same_type(st["ptype"], ptype):
                     continue  # e.g. a CRISPRi knockdown's residual says nothing about a CRISPRa activation
-                parts.append(self._residual(adata, st, gene) - self._typical_residual(adata, st, None))
+                out.append((self._residual(adata, st, gene), self._typical_residual(adata, st, None)))
             except ValueError:  # e.g. a group whose perturbation type is ambiguous: not used
                 continue
-        return parts
+        return out
 
     def _transfer(self, adata: AnnData, own: dict, every: list[CovariateGroup], state) -> float | None:
         r"""How a gene's residual carries over from other groups, chosen on the training singles; ``None``: whole.
@@ -155,18 +157,13 @@ class AnchoringMixin:
                         st = state(group)
                         if not _same_type(st["ptype"], ptype):
                             continue
-                        rest = self._own_parts(adata, gene, group.values, ptype, every, state)
+                        rest = self._elsewhere(adata, gene, group.values, ptype, every, state)
                         if not rest:
                             continue
-                        elsewhere = [
-                            self._residual(adata, state(o), gene)
-                            for o in every
-                            if gene in o.singles and o.values != group.values and _same_type(state(o)["ptype"], ptype)
-                        ]
                         targets.append(self._residual(adata, st, gene))
                         shared.append(np.broadcast_to(self._typical_residual(adata, st, None), targets[-1].shape))
-                        whole.append(np.mean(elsewhere, axis=0))
-                        parts.append(np.mean(rest, axis=0))
+                        whole.append(np.mean([r for r, _ in rest], axis=0))
+                        parts.append(np.mean([r - t for r, t in rest], axis=0))
                     except ValueError:  # e.g. a group whose perturbation type is ambiguous: not used
                         continue
             choice = None
@@ -192,10 +189,10 @@ class AnchoringMixin:
         # Only where the group measured its own shared residual is the gene's own part borrowed; in a context never
         # seen with perturbations, the other groups' whole residual is the best guess.
         if dose is None and self._measures_shared(own):  # else the whole residual of the other groups, below
-            parts = self._own_parts(adata, gene, group.values, own["ptype"], every, state)
-            scale = self._transfer(adata, own, every, state) if parts else None
+            rest = self._elsewhere(adata, gene, group.values, own["ptype"], every, state)
+            scale = self._transfer(adata, own, every, state) if rest else None
             if scale is not None:
-                return self._typical_residual(adata, own, None) + scale * np.mean(parts, axis=0)
+                return self._typical_residual(adata, own, None) + scale * np.mean([r - t for r, t in rest], axis=0)
         others = []
         for other in every:
             if gene in other.singles and other.values != group.values:
