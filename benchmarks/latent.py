@@ -166,6 +166,8 @@ def _ridge_cv(Z: np.ndarray, Y: np.ndarray, seed: int) -> float:
     from sklearn.linear_model import RidgeCV
     from sklearn.model_selection import KFold
 
+    # a copy: ``Y`` may be an AnnData view (a subset of the pooled set), into which ``pred[te] = ...`` would not write
+    Y = np.array(Y, dtype=np.float64)
     pred = np.zeros_like(Y)
     for tr, te in KFold(5, shuffle=True, random_state=seed).split(Z):
         mu, sd = Z[tr].mean(0), Z[tr].std(0) + 1e-8
