@@ -1,4 +1,4 @@
-"""Peers side by side: BioJEPA, the baselines and the peers (GEARS, CPA, scGen) on the perturbation splits.
+"""Peers side by side: BioJEPA, the baselines and the peers (GEARS, CPA, scGen, biolord, State, CellFlow) on the splits.
 
 Every method trains on the same cells and predicts the same held-out (perturbation, cell type) requests of the
 runs of ``benchmarks/peers/_splits.py``; peers run as subprocesses in their own virtual environments
@@ -48,8 +48,15 @@ from biojepa.baselines import Additive, Linear, NoChange, TrainMean  # noqa: E40
 SEEDS = (0, 1, 2)
 DATA = HERE.parent.parent / "shared" / "data"
 # method -> (runner / environment name, epoch budget: the peer's documented default unless stated on the page)
-# (biolord, State and CellFlow have setup scripts but no runner yet.)
-METHODS = {"BioJEPA": ("biojepa", 50), "GEARS": ("gears", 20), "CPA": ("cpa", 100), "scGen": ("scgen", 100)}
+METHODS = {
+    "BioJEPA": ("biojepa", 50),
+    "GEARS": ("gears", 20),
+    "CPA": ("cpa", 100),
+    "scGen": ("scgen", 100),
+    "biolord": ("biolord", 200),
+    "State": ("state", 20),
+    "CellFlow": ("cellflow", 100),
+}
 BASELINES = {"NoChange": NoChange, "TrainMean": TrainMean, "Additive": Additive, "Linear": Linear}
 
 
@@ -60,7 +67,7 @@ def run_method(name, canon, folder, seed, epochs, args, gene2go) -> tuple[ad.Ann
     if not python.exists():
         return None, f"environment {python.parent.parent} not found (run benchmarks/peers/setup_{peer}.sh)"
     inp, out = folder / f"{peer}_input.h5ad", folder / f"{peer}_pred.h5ad"
-    to_peer(canon, peer, seed, gene2go if peer == "gears" else None).write_h5ad(inp)
+    to_peer(canon, peer, seed, gene2go if peer in ("gears", "biolord") else None).write_h5ad(inp)
     env = dict(os.environ)
     if peer != "biojepa":
         env.pop("PYTHONPATH", None)  # peers never import our package
@@ -123,6 +130,8 @@ def one_run(run, seed, args, gene2go, tables) -> None:
         items += write_pairs(pred, run.full, folder, f"{name}|{run.name}|{seed}")
     if args.baselines:
         items += write_pairs(ceiling, second_half, folder, f"Ceiling (split half)|{run.name}|{seed}", first_half)
+    if not items:  # nothing answered (e.g. a peer that cannot predict any request of this run, baselines off)
+        return
     try:
         merged = agreement(our_side(items), run_celleval(items, args.celleval, folder))
     except RuntimeError as err:

@@ -70,6 +70,26 @@ def test_cpa_input_adds_counterfactual_controls(canon):
     np.testing.assert_array_equal(cpa[ood.index[ood["condition"] == "A+B"]].X, ctrl_k562.X)
 
 
+def test_biolord_input_has_the_perturbed_genes_ontology(canon):
+    gene2go = pd.DataFrame({"symbol": ["A", "B", "G1"], "go_id": ["GO:1", "GO:1", "GO:3"]})
+    biolord = to_peer(canon, "biolord", seed=0, gene2go=gene2go)
+    assert set(biolord.obs["split"]) == {"train", "valid", "ood"}
+    go = biolord.uns["gene2go"]
+    assert sorted(go["symbol"]) == ["A", "B", "C"]  # perturbed genes only, not every measured one
+    assert set(go.loc[go.symbol == "C", "go_id"]) == {"own:C"}
+
+
+def test_biolord_perturbation_vectors():
+    from run_biolord import encode, gene_vectors
+
+    pairs = pd.DataFrame({"symbol": ["A", "A", "B", "C", "D"], "go_id": ["GO:1", "GO:2", "GO:1", "GO:2", "GO:9"]})
+    vectors = gene_vectors(["A", "B"], ["A", "B", "C", "D"], pairs)
+    np.testing.assert_allclose(vectors["A"], [1.0, 0.5])  # itself, then Jaccard({1,2}, {1})
+    np.testing.assert_allclose(vectors["C"], [0.5, 0.0])  # unseen gene: only its GO neighbours
+    np.testing.assert_allclose(vectors["D"], [0.0, 0.0])  # no shared term: not predictable
+    np.testing.assert_allclose(encode(["ctrl", "A+B"], vectors, 2), [[0.0, 0.0], [1.5, 1.5]])
+
+
 def test_prediction_round_trip(canon, tmp_path):
     X = np.arange(8, dtype=np.float32).reshape(2, 4)
     spent = {"train_seconds": 2.0, "epochs": 4, "n_train_cells": 14, "cells_per_s": 28.0, "peak_rss_mib": 1}

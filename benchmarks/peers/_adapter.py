@@ -12,7 +12,9 @@ read by that peer's runner in its own virtual environment):
 - CPA: ``obs["condition"]`` ``"A"`` / ``"A+B"`` / ``"ctrl"``, ``obs["dose"]`` ``"1"`` / ``"1+1"``,
   ``obs["cell_type"]`` and ``obs["split"]`` (``"train"`` / ``"valid"``: a seeded 10 % of the training cells);
 - scGen: ``obs["condition"]`` (the label, ``"ctrl"`` for control) and ``obs["cell_type"]``;
-- biolord: ``obs["condition"]``, ``obs["cell_type"]`` and ``obs["split"]`` as for CPA;
+- biolord: ``obs["condition"]``, ``obs["cell_type"]``, ``obs["split"]`` as for CPA, and the gene-ontology
+  annotation of the perturbed genes (``uns["gene2go"]``, as for GEARS), from which the runner builds biolord's
+  perturbation attribute;
 - BioJEPA and the peers without a special format get the canonical AnnData itself.
 
 Every input carries ``uns["requests"]`` in the peer's own labels. A runner answers with a prediction ``.h5ad``:
@@ -107,7 +109,7 @@ def to_peer(canon: ad.AnnData, peer: str, seed: int = 0, gene2go: pd.DataFrame |
     seed
         Seed of the validation cells (CPA, biolord).
     gene2go
-        GEARS only: ``symbol``, ``go_id`` pairs; genes without any get a GO term of their own (no neighbours).
+        GEARS and biolord: ``symbol``, ``go_id`` pairs; genes without any get a GO term of their own (no neighbours).
     """
     out = canon.copy()
     labels = canon.obs[KEY].astype(str)
@@ -116,22 +118,28 @@ def to_peer(canon: ad.AnnData, peer: str, seed: int = 0, gene2go: pd.DataFrame |
     requests[KEY] = [to_peer_label(c, peer) for c in requests[KEY]]
     out.uns["requests"] = requests
     out.uns["peer"] = peer
+    perturbed = {g for c in list(labels) + list(canon.uns["requests"][KEY]) for g in _genes(c)}
     if peer == "gears":
         out.X = sparse.csr_matrix(out.X)
         out.var["gene_name"] = out.var_names.astype(str)
-        genes = sorted(set(out.var_names) | {g for c in list(labels) + list(canon.uns["requests"][KEY])
-                                             for g in _genes(c)})  # fmt: skip
-        pairs = gene2go[gene2go["symbol"].isin(genes)][["symbol", "go_id"]] if gene2go is not None else None
-        have = set(pairs["symbol"]) if pairs is not None else set()
-        own = pd.DataFrame({"symbol": [g for g in genes if g not in have]})
-        own["go_id"] = "own:" + own["symbol"]
-        out.uns["gene2go"] = pd.concat([pairs, own] if pairs is not None else [own], ignore_index=True).astype(str)
+        out.uns["gene2go"] = _gene_ontology(sorted(set(out.var_names) | perturbed), gene2go)
     elif peer in ("cpa", "biolord"):
         out.obs["split"] = _validation_split(out.n_obs, seed)
         out = ad.concat([out, _counterfactuals(canon, peer)], merge="same", uns_merge="first")
         out.obs["dose"] = [DELIMITER.join(["1"] * max(1, len(from_peer_label(c, peer).split(DELIMITER))))
                            for c in out.obs[KEY]]  # fmt: skip
+        if peer == "biolord":
+            out.uns["gene2go"] = _gene_ontology(sorted(perturbed), gene2go)
     return out
+
+
+def _gene_ontology(genes: list[str], gene2go: pd.DataFrame | None) -> pd.DataFrame:
+    """``symbol``, ``go_id`` pairs of ``genes``; a gene without any gets a GO term of its own (no GO neighbours)."""
+    pairs = gene2go[gene2go["symbol"].isin(genes)][["symbol", "go_id"]] if gene2go is not None else None
+    have = set(pairs["symbol"]) if pairs is not None else set()
+    own = pd.DataFrame({"symbol": [g for g in genes if g not in have]})
+    own["go_id"] = "own:" + own["symbol"]
+    return pd.concat([pairs, own] if pairs is not None else [own], ignore_index=True).astype(str)
 
 
 def _counterfactuals(canon: ad.AnnData, peer: str) -> ad.AnnData:

@@ -11,15 +11,41 @@ early_stopping=True, early_stopping_patience=25)``.
 
 from __future__ import annotations
 
+import sys
+import types
+import typing
+
 import anndata as ad
 import numpy as np
 from _adapter import COV, KEY, write_prediction
 from _runner import Timer, cost, parse_args, seed_everything
 
 
+def _scvi_compat() -> None:
+    """Let scgen 2.1.0 import under scvi-tools 0.20.3 (older scvi-tools need a pytorch-lightning that does not resolve
+    with the CPU torch pin).
+
+    scgen 2.1.0 does ``from scvi._compat import Literal``, a module scvi-tools 0.20.3 keeps only to raise a
+    DeprecationWarning on import: it is replaced, before scgen is imported, by one re-exporting ``typing.Literal``.
+    scgen also builds ``LossRecorder(loss, reconstruction_loss, kl_local)``, which scvi-tools 0.20 replaced by the
+    keyword-only ``LossOutput`` with fields of the same names: the old name becomes a function passing them on.
+    """
+    shim = types.ModuleType("scvi._compat")
+    shim.Literal = typing.Literal
+    sys.modules["scvi._compat"] = shim
+    import scvi.module.base as base
+
+    def loss_recorder(loss, reconstruction_loss, kl_local=None, kl_global=None):
+        return base.LossOutput(loss=loss, reconstruction_loss=reconstruction_loss, kl_local=kl_local,
+                               kl_global=kl_global)  # fmt: skip
+
+    base.LossRecorder = loss_recorder
+
+
 def main() -> None:
     args = parse_args(__doc__, default_epochs=100)
     seed_everything(args.seed)
+    _scvi_compat()
     import scgen
     import scvi
 
