@@ -62,9 +62,11 @@ CONFIGS = {
     "modules64+readout_10": ({"n_modules": 64, "readout_weight": 10.0}, {}),
     "combined": ({"n_latent": 64, "gene_dropout": 0.25, "readout_weight": 10.0}, {}),
     "combined+cls": ({"n_latent": 64, "gene_dropout": 0.25, "readout_weight": 10.0, "pooling": "both"}, {}),
+    "combined_x2": ({"n_latent": 64, "gene_dropout": 0.25, "readout_weight": 10.0}, {"epochs_factor": 2}),
+    "modules128+combined": ({"n_modules": 128, "n_latent": 64, "gene_dropout": 0.25, "readout_weight": 10.0}, {}),
 }
 HEAVY_SETS = ("k562", "sergio")
-HEAVY_CONFIGS = ("modules128", "gene_tokens", "epochs_x2")
+HEAVY_CONFIGS = ("modules128", "gene_tokens", "epochs_x2", "combined_x2", "modules128+combined")
 LABELS = {"kang": "cluster_id", "k562": "condition", "sergio": "perturbation", "hsmm": "time_hours"}
 
 
@@ -351,7 +353,7 @@ def main() -> None:
     methods = [*args.baselines, *args.configs]
     jobs = [(s, m, seed) for s in args.sets for m in methods for seed in args.seeds]
     # seed by seed (an interrupted grid still covers every method), longest jobs first within a seed
-    factor = {"epochs_x2": 2, "modules128": 2, "gene_tokens": 4}
+    factor = {"epochs_x2": 2, "combined_x2": 2, "modules128": 2, "modules128+combined": 2, "gene_tokens": 4}
     jobs.sort(key=lambda j: (j[2], -EPOCHS[j[0]] * factor.get(j[1], 1) * (2 if j[0] in HEAVY_SETS else 1)))
     tmp = Path(tempfile.mkdtemp(prefix="latent_jobs_"))
     args.out.parent.mkdir(parents=True, exist_ok=True)
