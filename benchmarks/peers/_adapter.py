@@ -37,8 +37,9 @@ PEER_CONTROL = {"gears": "ctrl", "cpa": "ctrl", "scgen": "ctrl", "biolord": "ctr
 DELIMITER = "+"
 
 
-def _genes(label: str) -> list[str]:
-    return [] if label == CONTROL else label.split(DELIMITER)
+def genes_of(label: str) -> list[str]:
+    """The genes of one of our labels (``"control"`` has none); runners and splits parse labels only through this."""
+    return [] if label == CONTROL else str(label).split(DELIMITER)
 
 
 def to_peer_label(label: str, peer: str) -> str:
@@ -49,7 +50,7 @@ def to_peer_label(label: str, peer: str) -> str:
     """
     if label == CONTROL:
         return PEER_CONTROL.get(peer, CONTROL)
-    genes = _genes(label)
+    genes = genes_of(label)
     if peer == "gears" and len(genes) == 1:
         return f"{genes[0]}+ctrl"
     return DELIMITER.join(genes)
@@ -118,7 +119,7 @@ def to_peer(canon: ad.AnnData, peer: str, seed: int = 0, gene2go: pd.DataFrame |
     requests[KEY] = [to_peer_label(c, peer) for c in requests[KEY]]
     out.uns["requests"] = requests
     out.uns["peer"] = peer
-    perturbed = {g for c in list(labels) + list(canon.uns["requests"][KEY]) for g in _genes(c)}
+    perturbed = {g for c in list(labels) + list(canon.uns["requests"][KEY]) for g in genes_of(c)}
     if peer == "gears":
         out.X = sparse.csr_matrix(out.X)
         out.var["gene_name"] = out.var_names.astype(str)
@@ -150,11 +151,11 @@ def _counterfactuals(canon: ad.AnnData, peer: str) -> ad.AnnData:
     perturbation encoding. Requests with a gene never perturbed in training are left out: their embedding would
     be untrained, so these peers cannot predict them.
     """
-    trained = {g for c in canon.obs[KEY] for g in _genes(str(c))}
+    trained = {g for c in canon.obs[KEY] for g in genes_of(str(c))}
     is_ctrl = (canon.obs[KEY] == CONTROL).to_numpy()
     parts = []
     for label, cell_type in canon.uns["requests"][[KEY, COV]].itertuples(index=False, name=None):
-        if not set(_genes(label)) <= trained:
+        if not set(genes_of(label)) <= trained:
             continue
         cells = canon[is_ctrl & (canon.obs[COV] == cell_type).to_numpy()].copy()
         cells.obs[KEY] = to_peer_label(label, peer)

@@ -24,7 +24,7 @@ from pathlib import Path
 import anndata as ad
 import numpy as np
 import pandas as pd
-from _adapter import CONTROL, COV, KEY, canonical
+from _adapter import CONTROL, COV, KEY, canonical, genes_of
 
 NORMAN_DOUBLES = ["KLF1+MAP2K6", "KLF1+TGFBR2", "MAP2K3+MAP2K6", "MAP2K3+SLC38A2", "MAPK1+TGFBR2"]
 SPLITS = ["norman_doubles", "norman_unseen_singles", "mcfaline_cross_line", "sergio_doubles",
@@ -39,10 +39,6 @@ class Run:
     full: ad.AnnData
     canon: ad.AnnData
     split_of: dict[tuple[str, str], str]
-
-
-def _genes(label: str) -> set[str]:
-    return set() if label == CONTROL else set(label.split("+"))
 
 
 def _run(name: str, full: ad.AnnData, drop: np.ndarray, requests: list[tuple[str, str, str]]) -> Run:
@@ -69,10 +65,10 @@ def perturbench_runs(path: Path, seed: int) -> list[Run]:
     requests += [("mcfaline_cross_line", p, line) for p, line in sorted(held)]
     runs = [_run("perturbench", full, drop, requests)]
 
-    measured = [g for g in {g for c in full.obs.loc[is_norman, KEY] for g in _genes(c)} if g in full.var_names]
+    measured = [g for g in {g for c in full.obs.loc[is_norman, KEY] for g in genes_of(c)} if g in full.var_names]
     logo = list(rng.permutation(sorted(set(measured) | set(perts))))
     for i, fold in enumerate((logo[: len(logo) // 2], logo[len(logo) // 2 :])):
-        drop = is_norman & np.array([bool(_genes(c) & set(fold)) for c in full.obs[KEY]])
+        drop = is_norman & np.array([bool(set(genes_of(c)) & set(fold)) for c in full.obs[KEY]])
         runs.append(_run(f"norman_unseen_{i}", full, drop, [("norman_unseen_singles", g, "k562") for g in fold]))
     return runs
 
@@ -88,9 +84,9 @@ def sergio_run(path: Path, seed: int, n_held_genes: int = 4, n_held_doubles: int
     conds = sorted(set(full.obs[KEY]) - {CONTROL})
     singles = [c for c in conds if "+" not in c]
     held_genes = set(rng.choice(singles, n_held_genes, replace=False))
-    doubles = [c for c in conds if "+" in c and not (_genes(c) & held_genes)]
+    doubles = [c for c in conds if "+" in c and not (set(genes_of(c)) & held_genes)]
     held_doubles = sorted(rng.choice(doubles, n_held_doubles, replace=False))
-    drop = np.array([bool(_genes(c) & held_genes) or c in held_doubles for c in full.obs[KEY]])
+    drop = np.array([bool(set(genes_of(c)) & held_genes) or c in held_doubles for c in full.obs[KEY]])
     requests = [("sergio_doubles", d, "all") for d in held_doubles]
     requests += [("sergio_unseen_singles", g, "all") for g in sorted(held_genes)]
     return _run("sergio", full, drop, requests)

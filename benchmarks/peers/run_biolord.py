@@ -24,7 +24,7 @@ from pathlib import Path
 import anndata as ad
 import numpy as np
 import pandas as pd
-from _adapter import COV, KEY, write_prediction
+from _adapter import CONTROL, COV, KEY, from_peer_label, genes_of, write_prediction
 from _runner import Timer, cost, parse_args, seed_everything
 
 ATTRIBUTE = "perturbation_neighbors"
@@ -53,9 +53,14 @@ def gene_vectors(trained: list[str], genes: list[str], pairs: pd.DataFrame) -> d
     return out
 
 
+def genes(label: str) -> list[str]:
+    """The genes of a biolord label (``"ctrl"``, ``"A"``, ``"A+B"``)."""
+    return genes_of(from_peer_label(str(label), "biolord"))
+
+
 def encode(labels, vectors: dict[str, np.ndarray], width: int) -> np.ndarray:
     """Sum of the genes' vectors of each ``"A"`` / ``"A+B"`` label; ``"ctrl"`` is zero."""
-    rows = [sum((vectors[g] for g in str(label).split("+") if g != "ctrl"), np.zeros(width)) for label in labels]
+    rows = [sum((vectors[g] for g in genes(label)), np.zeros(width)) for label in labels]
     return np.asarray(rows, dtype=np.float32)
 
 
@@ -69,9 +74,8 @@ def main() -> None:
     requests = adata.uns.pop("requests")
     pairs = adata.uns.pop("gene2go")
     labels = adata.obs[KEY].astype(str)
-    trained = sorted({g for c in labels[adata.obs["split"] != "ood"] for g in c.split("+") if g != "ctrl"})
-    genes = sorted({g for c in list(labels) + list(requests[KEY]) for g in str(c).split("+") if g != "ctrl"})
-    vectors = gene_vectors(trained, genes, pairs)
+    trained = sorted({g for c in labels[adata.obs["split"] != "ood"] for g in genes(c)})
+    vectors = gene_vectors(trained, sorted({g for c in list(labels) + list(requests[KEY]) for g in genes(c)}), pairs)
     adata.obsm[ATTRIBUTE] = encode(labels, vectors, len(trained))
     adata.obs[COV] = adata.obs[COV].astype(str).astype("category")
     biolord.Biolord.setup_anndata(adata, ordered_attributes_keys=[ATTRIBUTE], categorical_attributes_keys=[COV])
@@ -85,7 +89,9 @@ def main() -> None:
                     default_root_dir=str(log_dir), enable_progress_bar=False, accelerator="cpu")  # fmt: skip
     history = getattr(model.training_plan, "epoch_history", None)
     epochs = history["mode"].count("train") if isinstance(history, dict) and history.get("mode") else args.epochs
-    is_ctrl = (labels == "ctrl").to_numpy() & (adata.obs["split"] != "ood").to_numpy()
+    is_ctrl = (
+        np.array([from_peer_label(c, "biolord") == CONTROL for c in labels]) & (adata.obs["split"] != "ood").to_numpy()
+    )
     out_labels, out_types, rows = [], [], []
     for label, cell_type in requests[[KEY, COV]].itertuples(index=False, name=None):
         vector = encode([label], vectors, len(trained))

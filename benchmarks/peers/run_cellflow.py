@@ -39,7 +39,7 @@ import os
 import anndata as ad
 import numpy as np
 import pandas as pd
-from _adapter import COV, KEY, write_prediction
+from _adapter import CONTROL, COV, KEY, genes_of, write_prediction
 from _runner import Timer, cost, parse_args, seed_everything
 
 N_PCS = 50
@@ -48,10 +48,6 @@ PAD = "ctrl"
 GENE_COLS = ("gene_1", "gene_2")
 IS_CONTROL = "is_control"
 MODEL = {"time_encoder_dims": (256, 256, 256), "hidden_dims": (512, 512, 512), "decoder_dims": (512, 512, 512)}
-
-
-def genes_of(label: str) -> list[str]:
-    return [] if label == "control" else str(label).split("+")
 
 
 def gene_columns(labels) -> pd.DataFrame:
@@ -86,7 +82,7 @@ def main() -> None:
     labels = adata.obs[KEY].astype(str).to_numpy()
     adata.obs[KEY] = labels
     adata.obs[COV] = adata.obs[COV].astype(str)
-    adata.obs[IS_CONTROL] = labels == "control"
+    adata.obs[IS_CONTROL] = labels == CONTROL
     for col, values in gene_columns(labels).items():
         adata.obs[col] = values.to_numpy()
     trained = sorted({g for c in labels for g in genes_of(c)})
@@ -110,7 +106,7 @@ def main() -> None:
         model.train(num_iterations=iterations, batch_size=BATCH, valid_freq=iterations + 2)
 
     wanted = [(str(c), str(ct)) for c, ct in requests[[KEY, COV]].itertuples(index=False, name=None)]
-    wanted = [(c, ct) for c, ct in wanted if set(genes_of(c)) <= set(trained) and c != "control"]
+    wanted = [(c, ct) for c, ct in wanted if set(genes_of(c)) <= set(trained) and c != CONTROL]
     wanted = [(c, ct) for c, ct in wanted if (adata.obs[IS_CONTROL] & (adata.obs[COV] == ct)).any()]
     out_labels, out_types, rows = [], [], []
     if wanted:

@@ -56,10 +56,9 @@ from pathlib import Path
 import anndata as ad
 import numpy as np
 import pandas as pd
-from _adapter import COV, KEY, write_prediction
+from _adapter import CONTROL, COV, KEY, write_prediction
 from _runner import Timer, cost, parse_args, seed_everything
 
-CONTROL = "control"
 BATCH = "batch"
 CELL_SET_LEN = 128
 BATCH_SIZE = 8
