@@ -64,9 +64,17 @@ CONFIGS = {
     "combined+cls": ({"n_latent": 64, "gene_dropout": 0.25, "readout_weight": 10.0, "pooling": "both"}, {}),
     "combined_x2": ({"n_latent": 64, "gene_dropout": 0.25, "readout_weight": 10.0}, {"epochs_factor": 2}),
     "modules128+combined": ({"n_modules": 128, "n_latent": 64, "gene_dropout": 0.25, "readout_weight": 10.0}, {}),
+    "nb_50": ({"readout_weight": 50.0, "readout_likelihood": "nb"}, {}),
+    "nb_200": ({"readout_weight": 200.0, "readout_likelihood": "nb"}, {}),
+    "nb_1000": ({"readout_weight": 1000.0, "readout_likelihood": "nb"}, {}),
+    "nb_200+gene_dropout": ({"readout_weight": 200.0, "readout_likelihood": "nb", "gene_dropout": 0.25}, {}),
+    "blocks1": ({"mask_blocks": 1}, {}),
+    "blocks2": ({"mask_blocks": 2}, {}),
+    "modules64+blocks4": ({"n_modules": 64, "mask_blocks": 4}, {}),
+    "combined+blocks2": ({"n_latent": 64, "gene_dropout": 0.25, "readout_weight": 10.0, "mask_blocks": 2}, {}),
 }
 HEAVY_SETS = ("k562", "sergio")
-HEAVY_CONFIGS = ("modules128", "gene_tokens", "epochs_x2", "combined_x2", "modules128+combined")
+HEAVY_CONFIGS = ("modules128", "gene_tokens", "epochs_x2", "combined_x2", "modules128+combined", "modules64+blocks4")
 LABELS = {"kang": "cluster_id", "k562": "condition", "sergio": "perturbation", "hsmm": "time_hours"}
 
 

@@ -133,6 +133,7 @@ MODEL_CASES = {
     "n_modules-zero": ({"n_modules": 0}, r"`n_modules`.*0"),
     "dropout-one": ({"dropout": 1.0}, r"`dropout`.*1\.0"),
     "mask_ratio-reversed": ({"mask_ratio": (0.6, 0.2)}, r"`mask_ratio`.*0\.6"),
+    "mask_blocks-zero": ({"mask_blocks": 0}, r"`mask_blocks`.*0"),
     "weight-negative": ({"variance_weight": -1.0}, r"`variance_weight`.*-1\.0"),
 }
 

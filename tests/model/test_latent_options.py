@@ -1,4 +1,4 @@
-"""Encoder options of the latent: gene dropout, expression readout, pooling."""
+"""Encoder options of the latent: gene dropout, expression readout, pooling, multi-block masking."""
 
 import numpy as np
 import pytest
@@ -80,3 +80,60 @@ def test_pooling_trains_and_saves(adata, tmp_path):
     model.save(tmp_path / "m")
     loaded = bj.BioJEPA.load(tmp_path / "m", adata=adata)
     assert np.allclose(z, loaded.get_latent_representation(), atol=1e-6)
+
+
+def test_block_masking_trains_and_survives_save(adata, tmp_path):
+    model = bj.BioJEPA(adata, n_latent=6, n_modules=8, mask_ratio=(0.5, 0.5), mask_blocks=2)
+    module = model.module
+    module.train()
+    torch.manual_seed(0)
+    hidden = module.inference(_tensors(adata)["X"])["masks_pred"]  # (16, 4): two runs of two modules each
+    assert hidden.shape[1] == 4
+    assert all(1 + int((row.diff() != 1).sum()) <= 2 for row in hidden)
+    model.train(max_epochs=1, batch_size=30, enable_progress_bar=False)
+    model.save(tmp_path / "m")
+    loaded = bj.BioJEPA.load(tmp_path / "m", adata=adata)
+    assert loaded.module.mask_sampler.n_blocks == 2
+
+
+def test_training_after_embedding_runs_in_training_mode(adata):
+    model = bj.BioJEPA(adata, n_latent=6, gene_dropout=0.25)
+    model.get_latent_representation()  # leaves the module in eval mode
+    modes = []
+    inference = model.module.inference
+
+    def spy(*args, **kwargs):
+        modes.append(model.module.training)
+        return inference(*args, **kwargs)
+
+    model.module.inference = spy
+    model.train(max_epochs=1, batch_size=30, enable_progress_bar=False)
+    assert modes and all(modes)  # gene dropout (and dropout) active in every training step
+
+
+def test_count_readout_shapes_the_latent(adata):
+    scvi.settings.seed = 0
+    model = bj.BioJEPA(adata, n_latent=6, readout_weight=5.0, readout_likelihood="nb")
+    module = model.module
+    assert isinstance(module.readout, bj.nn.CountReadout)
+    x = _tensors(adata)["X"]
+    inf = module.inference(x)
+    out = module.loss({"X": x}, inf, module.generative(inf["z"], inf["masks_pred"]))
+    nll = out.extra_metrics[LOSS_KEYS.READOUT]
+    assert torch.isfinite(nll) and nll > 0
+    module.zero_grad()
+    module.readout.nll(inf["z"], x.float()).backward()
+    assert module.context_encoder.to_latent.weight.grad.abs().sum() > 0  # the likelihood reaches the encoder
+    model.train(max_epochs=2, batch_size=30, enable_progress_bar=False)
+    history = model.history[f"{LOSS_KEYS.READOUT}_train"].to_numpy(dtype=float)
+    assert np.isfinite(history).all()
+
+
+def test_count_readout_needs_counts(adata):
+    with pytest.raises(ValueError, match="readout_likelihood"):
+        bj.BioJEPA(adata, readout_weight=1.0, readout_likelihood="poisson")
+    logged = adata.copy()
+    logged.X = np.log1p(np.asarray(logged.X.toarray() if hasattr(logged.X, "toarray") else logged.X))
+    bj.BioJEPA.setup_anndata(logged)
+    with pytest.raises(ValueError, match="readout_likelihood='nb'.*counts"):
+        bj.BioJEPA(logged, readout_weight=1.0, readout_likelihood="nb")

@@ -93,11 +93,17 @@ class BioJEPA(
         Where the cell latent is read: ``"mean"`` of the module tokens, a ``"cls"`` token, or ``"both"``.
     mask_ratio
         ``(low, high)`` fraction of modules hidden from the context encoder at each step.
+    mask_blocks
+        ``None``: the hidden modules are scattered at random. An integer ``k``: they form ``k`` runs of
+        consecutive modules, i.e. groups of co-expressed modules (multi-block masking).
     gene_dropout
         Fraction of genes of the visible modules set to their mean in the context encoder's input at each step.
     readout_weight
         Weight of the expression readout from the cell latent (an auxiliary term that shapes the latent; ``0``
         trains the pure JEPA objective).
+    readout_likelihood
+        What the readout fits: ``"mse"`` standardized log expression; ``"nb"`` the raw counts under a
+        negative-binomial likelihood, as scVI's decoder does (counts input only).
     jepa_weight, variance_weight, covariance_weight
         Loss weights of the JEPA regression and the VICReg variance/covariance terms.
     perturbation_features
@@ -157,8 +163,10 @@ class BioJEPA(
         predictor_depth: int = 2,
         pooling: str = "mean",
         mask_ratio: tuple[float, float] = (0.25, 0.5),
+        mask_blocks: int | None = None,
         gene_dropout: float = 0.0,
         readout_weight: float = 0.0,
+        readout_likelihood: str = "mse",
         jepa_weight: float = 25.0,
         variance_weight: float = 25.0,
         covariance_weight: float = 1.0,
@@ -217,8 +225,10 @@ class BioJEPA(
             predictor_depth=predictor_depth,
             pooling=pooling,
             mask_ratio=mask_ratio,
+            mask_blocks=mask_blocks,
             gene_dropout=gene_dropout,
             readout_weight=readout_weight,
+            readout_likelihood=readout_likelihood,
             jepa_weight=jepa_weight,
             variance_weight=variance_weight,
             covariance_weight=covariance_weight,

@@ -45,8 +45,9 @@ def check_model_args(args: dict) -> None:
     for name in _POSITIVE_INTS:
         if name in args:
             _positive_int(name, args[name])
-    if args.get("n_modules") is not None:
-        _positive_int("n_modules", args["n_modules"])
+    for name in ("n_modules", "mask_blocks"):
+        if args.get(name) is not None:
+            _positive_int(name, args[name])
     if "n_embed" in args and "n_heads" in args and args["n_embed"] % args["n_heads"]:
         raise ValueError(f"`n_heads`={args['n_heads']} must divide `n_embed`={args['n_embed']}.")
     for name in _NON_NEGATIVE:

@@ -15,6 +15,7 @@ from ..masks import ModuleMaskSampler
 from ..nn import (
     CellEncoder,
     ConditionEmbedding,
+    CountReadout,
     ExpressionHead,
     GeneTokenizer,
     PerturbationEffect,
@@ -60,12 +61,18 @@ class BioJEPAModule(ModalityMixin, TaskSamplesMixin, BaseModuleClass):
         Where the cell latent is read from the context encoder's tokens: ``"mean"``, ``"cls"`` or ``"both"``.
     mask_ratio
         ``(low, high)`` fraction of modules hidden from the context encoder.
+    mask_blocks
+        ``None``: hidden modules scattered at random; ``k``: they form ``k`` runs of consecutive (co-expressed)
+        modules, see :class:`~biojepa.masks.ModuleMaskSampler`.
     gene_dropout
         Fraction of genes set to their mean (zero after standardization) in the context encoder's input at each
         training step, on top of the module masking.
     readout_weight
         Weight of the expression readout: an MLP from the context latent ``z`` (with gradient, so it shapes the
         latent) to the standardized expression of every gene. ``0`` trains the pure JEPA objective.
+    readout_likelihood
+        ``"mse"``: the readout regresses standardized log expression; ``"nb"``: it is a negative-binomial decoder
+        of the raw counts (:class:`~biojepa.nn.CountReadout`; counts input only).
     jepa_weight, variance_weight, covariance_weight
         Loss weights (VICReg-style 25/25/1 by default).
     condition_genes
@@ -146,8 +153,10 @@ class BioJEPAModule(ModalityMixin, TaskSamplesMixin, BaseModuleClass):
         predictor_depth: int = 2,
         pooling: str = "mean",
         mask_ratio: tuple[float, float] = (0.25, 0.5),
+        mask_blocks: int | None = None,
         gene_dropout: float = 0.0,
         readout_weight: float = 0.0,
+        readout_likelihood: str = "mse",
         jepa_weight: float = 25.0,
         variance_weight: float = 25.0,
         covariance_weight: float = 1.0,
@@ -185,14 +194,25 @@ class BioJEPAModule(ModalityMixin, TaskSamplesMixin, BaseModuleClass):
         tokenizer = GeneTokenizer(torch.as_tensor(module_index), n_input, n_embed)
         if gene_embedding_init is not None:
             tokenizer.gene_embedding.data.copy_(torch.as_tensor(gene_embedding_init))
-        self.mask_sampler = ModuleMaskSampler(tokenizer.n_modules, mask_ratio)
+        self.mask_sampler = ModuleMaskSampler(tokenizer.n_modules, mask_ratio, mask_blocks)
         if not 0.0 <= gene_dropout < 1.0:
             raise ValueError(f"`gene_dropout` must be in [0, 1), got {gene_dropout}.")
         if readout_weight < 0:
             raise ValueError(f"`readout_weight` must be >= 0, got {readout_weight}.")
         self.gene_dropout = gene_dropout
         self.readout_weight = readout_weight
-        self.readout = ExpressionHead(n_latent, n_input) if readout_weight > 0 else None
+        if readout_likelihood not in ("mse", "nb"):
+            raise ValueError(f"`readout_likelihood` must be 'mse' or 'nb', got {readout_likelihood!r}.")
+        if readout_likelihood == "nb" and (input_scale != INPUT_SCALES.COUNTS or modalities is not None):
+            raise ValueError(
+                "`readout_likelihood='nb'` reads raw counts: set up RNA-only data with counts "
+                f"(input_scale 'counts', got {input_scale!r}{', with other modalities' if modalities else ''}), "
+                "or use readout_likelihood='mse'."
+            )
+        self.readout = None
+        if readout_weight > 0:
+            head = CountReadout if readout_likelihood == "nb" else ExpressionHead
+            self.readout = head(n_latent, n_input)
         self.context_encoder = CellEncoder(tokenizer, n_latent, n_layers, n_heads, mlp_ratio, dropout, pooling)
         self.target_encoder = make_target(self.context_encoder)
         self.predictor = Predictor(
@@ -431,7 +451,7 @@ class BioJEPAModule(ModalityMixin, TaskSamplesMixin, BaseModuleClass):
             out[MODULE_KEYS.SMOOTHNESS] = dyn["smoothness"]
         if self.expression_head is not None and target_z is not None:
             out[MODULE_KEYS.EXPR_PRED] = self.expression_head(target_z.detach())
-        if self.readout is not None:
+        if isinstance(self.readout, ExpressionHead):  # a CountReadout reads the counts in `loss`
             out[MODULE_KEYS.READOUT_PRED] = self.readout(z)  # with gradient: the readout shapes the latent
         if self.modalities is not None and target_z is not None:
             out[MODULE_KEYS.MODALITY_PRED] = {k: head(target_z.detach()) for k, head in self.modality_heads.items()}
@@ -465,6 +485,12 @@ class BioJEPAModule(ModalityMixin, TaskSamplesMixin, BaseModuleClass):
                 seen = inference_outputs[MODULE_KEYS.PRESENT].repeat_interleave(sizes, dim=1).to(x_norm.dtype)
             err = (generative_outputs[MODULE_KEYS.READOUT_PRED] - x_norm).pow(2)
             readout = (err * seen).sum() / seen.sum().clamp(min=1)
+            loss = loss + self.readout_weight * readout
+            extra[LOSS_KEYS.READOUT] = readout.detach()
+        if isinstance(self.readout, CountReadout):  # with gradient: the likelihood shapes the latent
+            size_factor = tensors.get(REGISTRY_KEYS.SIZE_FACTOR_KEY)
+            library = None if size_factor is None else size_factor.view(-1, 1).float()
+            readout = self.readout.nll(z, tensors[REGISTRY_KEYS.X_KEY].float(), library)
             loss = loss + self.readout_weight * readout
             extra[LOSS_KEYS.READOUT] = readout.detach()
         if MODULE_KEYS.EXPR_PRED in generative_outputs:

@@ -1,6 +1,7 @@
 """Neural-network building blocks of BioJEPA."""
 
 from ._condition import ConditionEmbedding
+from ._count_readout import CountReadout
 from ._ema import ema_update, make_target, momentum_schedule
 from ._encoder import Block, CellEncoder, Transformer
 from ._flow import VelocityField, flow_matching_loss, integrate, ot_pairing
@@ -16,6 +17,7 @@ __all__ = [
     "Block",
     "CellEncoder",
     "ConditionEmbedding",
+    "CountReadout",
     "ExpressionHead",
     "GeneTokenizer",
     "PackedLayout",

@@ -94,6 +94,15 @@ class BioJEPATrainingPlan(TrainingPlan):
         """Fix the length of the momentum schedule to the run's number of optimizer steps."""
         self._total_steps = int(self.trainer.estimated_stepping_batches)
 
+    def on_train_epoch_start(self) -> None:
+        """Put the module in training mode.
+
+        Lightning keeps the mode it finds, and any embedding call before ``train`` (or a loaded reference in
+        query mapping) leaves the module in eval mode, which would silently turn off gene dropout, dropout and
+        the perturbation identity dropout.
+        """
+        self.module.train()
+
     def on_train_batch_end(self, outputs, batch, batch_idx) -> None:
         """EMA update of the target encoder, once per optimizer step."""
         momentum = momentum_schedule(self.global_step, self._total_steps, *self.ema_momentum)
