@@ -67,6 +67,8 @@ CONFIGS = {
     "nb_50": ({"readout_weight": 50.0, "readout_likelihood": "nb"}, {}),
     "nb_200": ({"readout_weight": 200.0, "readout_likelihood": "nb"}, {}),
     "nb_1000": ({"readout_weight": 1000.0, "readout_likelihood": "nb"}, {}),
+    "nb_3000": ({"readout_weight": 3000.0, "readout_likelihood": "nb"}, {}),
+    "nb_1000_no_jepa": ({"readout_weight": 1000.0, "readout_likelihood": "nb", "jepa_weight": 0.0}, {}),
     "nb_200+gene_dropout": ({"readout_weight": 200.0, "readout_likelihood": "nb", "gene_dropout": 0.25}, {}),
     "blocks1": ({"mask_blocks": 1}, {}),
     "blocks2": ({"mask_blocks": 2}, {}),

@@ -66,7 +66,7 @@ def current_rss_kib() -> int:
     return peak_rss_kib()
 
 
-def build_model(name: str, path: str):
+def build_model(name: str, path: str, biojepa_kwargs: dict | None = None):
     """Read the h5ad into RAM, register it and build the model; return ``(model, adata, times, rss)``."""
     import anndata
     import scvi
@@ -81,7 +81,7 @@ def build_model(name: str, path: str):
     cls = bj.BioJEPA if name == "BioJEPA" else scvi.model.SCVI
     t0 = time.perf_counter()
     cls.setup_anndata(adata)
-    model = cls(adata)
+    model = cls(adata, **(biojepa_kwargs or {})) if name == "BioJEPA" else cls(adata)
     setup_s = time.perf_counter() - t0
     return model, adata, {"load_s": load_s, "setup_s": setup_s}, rss_loaded
 
@@ -95,7 +95,7 @@ def run_timing(args) -> dict:
     """Worker: build one model, time ``train`` and read peak RSS."""
     import torch
 
-    model, adata, times, rss_loaded = build_model(args.model, args.h5ad)
+    model, adata, times, rss_loaded = build_model(args.model, args.h5ad, args.biojepa_kwargs)
     peak_setup = peak_rss_kib()
     t0 = time.perf_counter()
     model.train(**train_kwargs(args.batch_size, args.epochs))
@@ -137,7 +137,7 @@ def run_profile(args) -> dict:
     from lightning.pytorch.profilers import SimpleProfiler
     from torch.profiler import ProfilerActivity, profile
 
-    model, adata, times, _ = build_model("BioJEPA", args.h5ad)
+    model, adata, times, _ = build_model("BioJEPA", args.h5ad, args.biojepa_kwargs)
     loader_s = time_loader(model, adata, args.batch_size)
     t0 = time.perf_counter()
     model.train(**train_kwargs(args.batch_size, 1), profiler=SimpleProfiler())
@@ -183,6 +183,7 @@ def spawn(h5ad: Path, model: str, batch_size: int, args) -> dict:
     extra = ["--h5ad", str(h5ad), "--model", model, "--batch-size", str(batch_size), "--epochs", str(args.epochs)]
     extra += ["--profile"] if args.profile else []
     extra += ["--threads", str(args.threads)] if args.threads else []
+    extra += ["--biojepa-kwargs", json.dumps(args.biojepa_kwargs)] if args.biojepa_kwargs else []
     return run_worker(__file__, result, extra)[0]
 
 
@@ -279,6 +280,8 @@ def header(args, load_start: float) -> str:
     info = machine_info()
     if args.threads:
         info["torch.get_num_threads()"] = f"{args.threads} (set by --threads)"
+    if args.biojepa_kwargs:
+        info["BioJEPA arguments"] = json.dumps(args.biojepa_kwargs)
     lines += [f"- {k}: {v}" for k, v in info.items()]
     lines.append(f"- 1-min load average at start / end: {load_start:.1f} / {os.getloadavg()[0]:.1f}")
     data = f"Data: {args.n_cells} cells x {N_GENES} genes synthetic NB counts (CSR float32)"
@@ -348,6 +351,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--profile", action="store_true", help="profile one BioJEPA epoch at batch size 1024 instead")
     p.add_argument("--out", help="also write the markdown report to this path")
     p.add_argument("--threads", type=int, help="torch.set_num_threads in the workers (default: leave torch's default)")
+    example = '{"readout_weight": 200, "readout_likelihood": "nb"}'
+    p.add_argument("--biojepa-kwargs", type=json.loads, default=None, help=f"BioJEPA model arguments, e.g. '{example}'")
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--h5ad", help=argparse.SUPPRESS)
     p.add_argument("--model", choices=MODELS, help=argparse.SUPPRESS)
