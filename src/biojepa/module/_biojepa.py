@@ -7,7 +7,6 @@ from collections.abc import Sequence
 import torch
 from scvi import REGISTRY_KEYS
 from scvi.module.base import BaseModuleClass, LossOutput, auto_move_data
-from torch import nn
 from torch.nn import functional as F
 
 from .._constants import EXTRA_KEYS, INPUT_SCALES, LOSS_KEYS, MODULE_KEYS
@@ -18,7 +17,6 @@ from ..nn import (
     CountReadout,
     ExpressionHead,
     GeneTokenizer,
-    PerturbationEffect,
     Predictor,
     effective_rank,
     ema_update,
@@ -260,55 +258,6 @@ class BioJEPAModule(ModalityMixin, TaskSamplesMixin, BaseModuleClass):
             )
             self.perturbation_weight = perturbation_weight
             self.interaction_penalty = interaction_penalty
-
-    def _init_perturbation(
-        self,
-        condition_genes,
-        condition_dose,
-        condition_holdout,
-        n_embed,
-        n_extra,
-        n_types,
-        features,
-        identity_dropout,
-        dim,
-        n_batch,
-        n_cats,
-        n_cont,
-    ) -> None:
-        """Perturbation effect model, the per-covariate-group control latents and the interaction's strength."""
-        self.register_buffer("condition_genes", torch.as_tensor(condition_genes).long())
-        holdout = torch.zeros(len(condition_genes), dtype=torch.bool)
-        if condition_holdout is not None:
-            holdout = torch.as_tensor(condition_holdout).bool()
-        self.register_buffer("condition_holdout", holdout)
-        self.register_buffer("interaction_scale", torch.tensor(0.0))  # chosen after training on held-out combinations
-        self.register_buffer("novelty_scale", torch.tensor(1.0))  # chosen after training on held-out singles
-        self.register_buffer(
-            "condition_dose", torch.as_tensor(condition_dose).float() if condition_dose is not None else None
-        )
-        self.register_buffer("vocabulary_features", torch.as_tensor(features).float() if features is not None else None)
-        dose_center = 0.0
-        if condition_dose is not None:
-            doses = torch.as_tensor(condition_dose).float()
-            used = (torch.as_tensor(condition_genes) >= 0)[:, None, :].expand_as(doses)
-            positive = doses[used & (doses > 0)]
-            dose_center = float(positive.log().median()) if positive.numel() else 0.0
-        self.perturbation = PerturbationEffect(
-            n_embed,
-            n_extra,
-            self.n_latent,
-            dim,
-            n_types,
-            use_dose=condition_dose is not None,
-            n_features=0 if features is None else int(features.shape[1]),
-            identity_dropout=identity_dropout,
-            dose_center=dose_center,
-        )
-        self.perturbation_condition = ConditionEmbedding(dim, n_batch, n_cats, n_cont)
-        self.context_projection = nn.Linear(self.n_latent, dim)
-        self.register_buffer("control_latent", torch.zeros(self.n_groups, self.n_latent))
-        self.register_buffer("control_seen", torch.zeros(self.n_groups))
 
     def normalize(self, x: torch.Tensor, size_factor: torch.Tensor | None = None) -> torch.Tensor:
         """Counts → log1p(CP10k) (library = ``size_factor`` if given); then per-gene standardize, clip ±10."""

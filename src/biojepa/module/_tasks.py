@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import torch
+from torch import nn
 
 from ..data import coupled_sequences, paired_sequences, split_queries
+from ..nn import ConditionEmbedding, PerturbationEffect
 
 
 def _embed_or_mean(table: torch.nn.Embedding, codes: torch.Tensor) -> torch.Tensor:
@@ -16,6 +18,55 @@ def _embed_or_mean(table: torch.nn.Embedding, codes: torch.Tensor) -> torch.Tens
 
 class TaskSamplesMixin:
     """Perturbation and time-course samples of :class:`~biojepa.module.BioJEPAModule`."""
+
+    def _init_perturbation(
+        self,
+        condition_genes,
+        condition_dose,
+        condition_holdout,
+        n_embed,
+        n_extra,
+        n_types,
+        features,
+        identity_dropout,
+        dim,
+        n_batch,
+        n_cats,
+        n_cont,
+    ) -> None:
+        """Perturbation effect model, the per-covariate-group control latents and the interaction's strength."""
+        self.register_buffer("condition_genes", torch.as_tensor(condition_genes).long())
+        holdout = torch.zeros(len(condition_genes), dtype=torch.bool)
+        if condition_holdout is not None:
+            holdout = torch.as_tensor(condition_holdout).bool()
+        self.register_buffer("condition_holdout", holdout)
+        self.register_buffer("interaction_scale", torch.tensor(0.0))  # chosen after training on held-out combinations
+        self.register_buffer("novelty_scale", torch.tensor(1.0))  # chosen after training on held-out singles
+        self.register_buffer(
+            "condition_dose", torch.as_tensor(condition_dose).float() if condition_dose is not None else None
+        )
+        self.register_buffer("vocabulary_features", torch.as_tensor(features).float() if features is not None else None)
+        dose_center = 0.0
+        if condition_dose is not None:
+            doses = torch.as_tensor(condition_dose).float()
+            used = (torch.as_tensor(condition_genes) >= 0)[:, None, :].expand_as(doses)
+            positive = doses[used & (doses > 0)]
+            dose_center = float(positive.log().median()) if positive.numel() else 0.0
+        self.perturbation = PerturbationEffect(
+            n_embed,
+            n_extra,
+            self.n_latent,
+            dim,
+            n_types,
+            use_dose=condition_dose is not None,
+            n_features=0 if features is None else int(features.shape[1]),
+            identity_dropout=identity_dropout,
+            dose_center=dose_center,
+        )
+        self.perturbation_condition = ConditionEmbedding(dim, n_batch, n_cats, n_cont)
+        self.context_projection = nn.Linear(self.n_latent, dim)
+        self.register_buffer("control_latent", torch.zeros(self.n_groups, self.n_latent))
+        self.register_buffer("control_seen", torch.zeros(self.n_groups))
 
     def group_index(self, batch_index, cat_covs=None) -> torch.Tensor:
         """Covariate-group code of each cell: mixed radix over the batch and the categorical covariates."""
