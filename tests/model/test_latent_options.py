@@ -22,7 +22,7 @@ def _tensors(adata, n=16):
 
 def test_readout_shapes_the_latent_and_is_logged(adata):
     scvi.settings.seed = 0
-    model = bj.BioJEPA(adata, n_latent=6, readout_weight=5.0)
+    model = bj.BioJEPA(adata, n_latent=6, readout_weight=5.0, readout_likelihood="mse")
     module = model.module
     inf = module.inference(_tensors(adata)["X"])
     gen = module.generative(inf["z"], inf["masks_pred"])
@@ -39,7 +39,7 @@ def test_readout_shapes_the_latent_and_is_logged(adata):
 
 
 def test_pure_jepa_has_no_readout(adata):
-    model = bj.BioJEPA(adata, n_latent=6)
+    model = bj.BioJEPA(adata, n_latent=6, readout_weight=0.0)
     assert model.module.readout is None
     inf = model.module.inference(_tensors(adata)["X"])
     out = model.module.loss({}, inf, model.module.generative(inf["z"], inf["masks_pred"]))
@@ -109,6 +109,15 @@ def test_training_after_embedding_runs_in_training_mode(adata):
     model.module.inference = spy
     model.train(max_epochs=1, batch_size=30, enable_progress_bar=False)
     assert modes and all(modes)  # gene dropout (and dropout) active in every training step
+
+
+def test_default_readout_follows_the_input(adata):
+    counts = bj.BioJEPA(adata, n_latent=6).module  # RNA counts: negative-binomial readout at the default weight
+    assert isinstance(counts.readout, bj.nn.CountReadout) and counts.readout_weight == 3000.0
+    logged = scvi.data.synthetic_iid(batch_size=60, n_genes=40, n_batches=1)
+    logged.X = np.log1p(np.asarray(logged.X.toarray() if hasattr(logged.X, "toarray") else logged.X))
+    bj.BioJEPA.setup_anndata(logged)
+    assert bj.BioJEPA(logged, n_latent=6).module.readout is None  # log input: the pure JEPA objective
 
 
 def test_count_readout_shapes_the_latent(adata):

@@ -41,6 +41,7 @@ from ._inputs import InputsMixin
 from ._multiomics import MultiomicsMixin
 from ._perturbation import PerturbationMixin
 from ._query import QueryMixin
+from ._readout import resolve_readout
 from ._save_load import SaveLoadMixin
 from ._screen import ScreenMixin
 from ._training import TrainingMixin
@@ -99,11 +100,13 @@ class BioJEPA(
     gene_dropout
         Fraction of genes of the visible modules set to their mean in the context encoder's input at each step.
     readout_weight
-        Weight of the expression readout from the cell latent (an auxiliary term that shapes the latent; ``0``
-        trains the pure JEPA objective).
+        Weight of the expression readout from the cell latent, an auxiliary term next to the JEPA loss that shapes
+        the latent. ``None`` (default): 3,000 with the negative-binomial readout (RNA counts), else ``0``. ``0``
+        trains the pure JEPA objective.
     readout_likelihood
-        What the readout fits: ``"mse"`` standardized log expression; ``"nb"`` the raw counts under a
-        negative-binomial likelihood, as scVI's decoder does (counts input only).
+        What the readout fits: ``"nb"`` the raw counts under a negative-binomial likelihood, as scVI's decoder does
+        (counts input only); ``"mse"`` standardized log expression. ``None`` (default): ``"nb"`` for RNA-only
+        counts, else ``"mse"``.
     jepa_weight, variance_weight, covariance_weight
         Loss weights of the JEPA regression and the VICReg variance/covariance terms.
     perturbation_features
@@ -165,8 +168,8 @@ class BioJEPA(
         mask_ratio: tuple[float, float] = (0.25, 0.5),
         mask_blocks: int | None = None,
         gene_dropout: float = 0.0,
-        readout_weight: float = 0.0,
-        readout_likelihood: str = "mse",
+        readout_weight: float | None = None,
+        readout_likelihood: str | None = None,
         jepa_weight: float = 25.0,
         variance_weight: float = 25.0,
         covariance_weight: float = 1.0,
@@ -205,6 +208,7 @@ class BioJEPA(
             else None
         )
         perturbation = self._perturbation_module_kwargs(perturbation_features, identity_dropout)
+        readout = resolve_readout(readout_weight, readout_likelihood, self.input_scale, self._multimodal)
         self.module = self._module_cls(
             n_input=n_genes,
             module_index=torch.from_numpy(priors.module_index),
@@ -227,8 +231,8 @@ class BioJEPA(
             mask_ratio=mask_ratio,
             mask_blocks=mask_blocks,
             gene_dropout=gene_dropout,
-            readout_weight=readout_weight,
-            readout_likelihood=readout_likelihood,
+            readout_weight=readout[0],
+            readout_likelihood=readout[1],
             jepa_weight=jepa_weight,
             variance_weight=variance_weight,
             covariance_weight=covariance_weight,

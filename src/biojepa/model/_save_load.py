@@ -259,6 +259,7 @@ class SaveLoadMixin:
         _check_var_names(adata, var_names)
         method = registry.get("setup_method_name", "setup_anndata")
         getattr(cls, method)(adata, source_registry=registry, **registry["setup_args"])
+        _keep_earlier_defaults(attr_dict.get("init_params_", {}))
         model = _initialize_model(cls, adata, registry, attr_dict, None)
         own = model.module.state_dict()
         state = {**{k: v for k, v in own.items() if k in _ADDED_BUFFERS}, **state}
@@ -276,6 +277,26 @@ class SaveLoadMixin:
         model.module.eval()
         model._validate_anndata(adata)
         return model
+
+
+#: Arguments whose default changed, with the value a model saved before the argument existed was trained with.
+_EARLIER_DEFAULTS = {"readout_weight": 0.0}
+
+
+def _keep_earlier_defaults(init_params: dict) -> None:
+    """Give a saved model the settings it was trained with where the argument postdates it (in place).
+
+    Examples
+    --------
+    >>> params = {"kwargs": {}, "non_kwargs": {"n_latent": 4}}
+    >>> _keep_earlier_defaults(params)
+    >>> params["non_kwargs"]["readout_weight"]  # saved before the readout existed: none, as trained
+    0.0
+    """
+    saved = init_params.setdefault("non_kwargs", {})
+    for name, value in _EARLIER_DEFAULTS.items():
+        if name not in saved and name not in init_params.get("kwargs", {}):
+            saved[name] = value
 
 
 def _saved_data(folder: Path, prefix: str, registry: dict):
