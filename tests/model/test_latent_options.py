@@ -146,3 +146,17 @@ def test_count_readout_needs_counts(adata):
     bj.BioJEPA.setup_anndata(logged)
     with pytest.raises(ValueError, match="readout_likelihood='nb'.*counts"):
         bj.BioJEPA(logged, readout_weight=1.0, readout_likelihood="nb")
+
+
+def test_target_encoder_latent(adata):
+    model = bj.BioJEPA(adata, n_latent=6)
+    model.train(max_epochs=2, batch_size=30, enable_progress_bar=False)
+    z = model.get_latent_representation()
+    zt = model.get_latent_representation(encoder="target")
+    assert zt.shape == z.shape and not np.allclose(z, zt)  # the EMA copy lags the trained encoder
+    module = model.module
+    module.context_encoder, module.target_encoder = module.target_encoder, module.context_encoder
+    assert np.allclose(model.get_latent_representation(), zt, atol=1e-6)  # it is the target encoder's latent
+    module.context_encoder, module.target_encoder = module.target_encoder, module.context_encoder
+    with pytest.raises(ValueError, match="`encoder`.*'ema'"):
+        model.get_latent_representation(encoder="ema")

@@ -70,7 +70,9 @@ class BioJEPA(
     sum of gene-identity embeddings, initialized from the genes' co-expression loadings), and the model
     learns a cell latent by predicting, in embedding space, the target-encoder (EMA) representations of hidden
     modules from the visible ones. VICReg variance/covariance terms keep the latent from collapsing
-    :cite:p:`bardes2022vicreg`. No reconstruction loss shapes the latent.
+    :cite:p:`bardes2022vicreg`. On RNA counts a negative-binomial readout of the counts from the cell latent
+    trains alongside by default (``readout_weight``, ``readout_likelihood``); on log-scale or multi-modal input
+    the latent is shaped by prediction alone.
 
     Parameters
     ----------
@@ -410,6 +412,7 @@ class BioJEPA(
         batch_size: int | None = None,
         key_added: str | None = None,
         progress_bar: bool | None = None,
+        encoder: str = "context",
     ) -> np.ndarray:
         """Embed cells with the context encoder seeing every gene module.
 
@@ -428,6 +431,10 @@ class BioJEPA(
             If given, also store the latent in ``adata.obsm[key_added]`` (requires ``indices=None``).
         progress_bar
             Show a progress bar; ``None`` shows one from 100 minibatches on.
+        encoder
+            ``"context"`` (default): the encoder the objectives train. ``"target"``: its EMA copy, a smoother
+            latent; on the benchmarks it separates labelled populations more (silhouette) but with fewer correct
+            nearest neighbours, and with the count readout it predicts ECCITE-seq proteins from RNA better.
 
         Returns
         -------
@@ -444,6 +451,8 @@ class BioJEPA(
         (400, 8)
         """
         self._check_if_trained(warn=True)
+        if encoder not in ("context", "target"):
+            raise ValueError(f"`encoder` must be 'context' or 'target', got {encoder!r}.")
         owner = adata
         if adata is not None and self._multimodal and isinstance(adata, AnnData):
             adata = self._as_mudata(adata)  # RNA only: the other modalities are masked
@@ -458,7 +467,7 @@ class BioJEPA(
         show = len(loader) >= 100 if progress_bar is None else progress_bar
         for tensors in track(loader, description="Embedding cells", disable=not show):
             inputs = self.module._get_inference_input(tensors)
-            latent = self.module.inference(**inputs, masked=False)[MODULE_KEYS.Z].cpu().numpy()
+            latent = self.module.inference(**inputs, masked=False, encoder=encoder)[MODULE_KEYS.Z].cpu().numpy()
             z[start : start + len(latent)] = latent
             start += len(latent)
         if key_added is not None:

@@ -295,19 +295,27 @@ class BioJEPAModule(ModalityMixin, TaskSamplesMixin, BaseModuleClass):
 
     @auto_move_data
     def inference(
-        self, x, size_factor=None, protein=None, atac=None, masked: bool = True, drop: Sequence[str] = ()
+        self,
+        x,
+        size_factor=None,
+        protein=None,
+        atac=None,
+        masked: bool = True,
+        drop: Sequence[str] = (),
+        encoder: str = "context",
     ) -> dict[str, torch.Tensor]:
         """Encode cells.
 
         With ``masked=True`` (training and validation): the target encoder sees every module and its
         layer-normed states at the masked modules become the regression target; the context encoder sees
         the visible modules. With ``masked=False``: the context encoder sees every module (embedding), except
-        those of the modalities in ``drop`` (e.g. ``["protein"]`` to embed from RNA alone).
+        those of the modalities in ``drop`` (e.g. ``["protein"]`` to embed from RNA alone); ``encoder="target"``
+        embeds with the EMA target encoder instead.
         """
         x, present = self.normalize_inputs(x, size_factor, protein, atac)
         token_mask = self.token_mask(present, drop)
         if not masked:
-            _, z = self.context_encoder(x, token_mask=token_mask)
+            _, z = (self.target_encoder if encoder == "target" else self.context_encoder)(x, token_mask=token_mask)
             return {MODULE_KEYS.Z: z}
         cross = self.cross_modal_masks(x.shape[0])
         if cross is None:
