@@ -42,41 +42,54 @@ import pandas as pd
 SEEDS = (0, 1, 2)
 EPOCHS = {"kang": 100, "k562": 50, "sergio": 25, "hsmm": 200, "eccite": 200}
 EPOCHS |= {"shared:kang": 100, "shared:eccite": 200, "shared:hsmm": 200, "pool": 100}
-#: name → (model kwargs, train kwargs); "base" is the default of the released model (with the negative-binomial
-#: count readout on counts since it became the default; rows in the results files written before then are the pure
-#: JEPA objective, which is "pure_jepa" now).
+#: name → (model kwargs, train kwargs); "base" is the default of the released model: with the negative-binomial
+#: count readout on counts since it became the default (rows written before then are the pure JEPA objective, which
+#: is "pure_jepa" now). Every other variant changes one thing from the pure JEPA objective or from its squared-error
+#: readout ("mse"), as when it was first run, except the "nb_*" ones.
 CONFIGS = {
     "base": ({}, {}),
     "pure_jepa": ({"readout_weight": 0.0}, {}),
-    "modules64": ({"n_modules": 64}, {}),
-    "modules128": ({"n_modules": 128}, {}),
-    "gene_tokens": ({"n_modules": -1}, {}),  # one token per gene
-    "gene_dropout": ({"gene_dropout": 0.25}, {}),
-    "mask_high": ({"mask_ratio": (0.5, 0.75)}, {}),
-    "latent64": ({"n_latent": 64}, {}),
-    "latent128": ({"n_latent": 128}, {}),
-    "cls": ({"pooling": "cls"}, {}),
-    "mean+cls": ({"pooling": "both"}, {}),
-    "ema_0.99": ({}, {"plan_kwargs": {"ema_momentum": (0.99, 1.0)}}),
-    "lr_3e-3": ({}, {"plan_kwargs": {"lr": 3e-3}}),
-    "epochs_x2": ({}, {"epochs_factor": 2}),
-    "readout_1": ({"readout_weight": 1.0}, {}),
-    "readout_10": ({"readout_weight": 10.0}, {}),
-    "modules64+readout_10": ({"n_modules": 64, "readout_weight": 10.0}, {}),
-    "combined": ({"n_latent": 64, "gene_dropout": 0.25, "readout_weight": 10.0}, {}),
-    "combined+cls": ({"n_latent": 64, "gene_dropout": 0.25, "readout_weight": 10.0, "pooling": "both"}, {}),
-    "combined_x2": ({"n_latent": 64, "gene_dropout": 0.25, "readout_weight": 10.0}, {"epochs_factor": 2}),
-    "modules128+combined": ({"n_modules": 128, "n_latent": 64, "gene_dropout": 0.25, "readout_weight": 10.0}, {}),
+    "modules64": ({"readout_weight": 0.0, "n_modules": 64}, {}),
+    "modules128": ({"readout_weight": 0.0, "n_modules": 128}, {}),
+    "gene_tokens": ({"readout_weight": 0.0, "n_modules": -1}, {}),  # one token per gene
+    "gene_dropout": ({"readout_weight": 0.0, "gene_dropout": 0.25}, {}),
+    "mask_high": ({"readout_weight": 0.0, "mask_ratio": (0.5, 0.75)}, {}),
+    "latent64": ({"readout_weight": 0.0, "n_latent": 64}, {}),
+    "latent128": ({"readout_weight": 0.0, "n_latent": 128}, {}),
+    "cls": ({"readout_weight": 0.0, "pooling": "cls"}, {}),
+    "mean+cls": ({"readout_weight": 0.0, "pooling": "both"}, {}),
+    "ema_0.99": ({"readout_weight": 0.0}, {"plan_kwargs": {"ema_momentum": (0.99, 1.0)}}),
+    "lr_3e-3": ({"readout_weight": 0.0}, {"plan_kwargs": {"lr": 3e-3}}),
+    "epochs_x2": ({"readout_weight": 0.0}, {"epochs_factor": 2}),
+    "readout_1": ({"readout_weight": 1.0, "readout_likelihood": "mse"}, {}),
+    "readout_10": ({"readout_weight": 10.0, "readout_likelihood": "mse"}, {}),
+    "modules64+readout_10": ({"n_modules": 64, "readout_weight": 10.0, "readout_likelihood": "mse"}, {}),
+    "combined": ({"n_latent": 64, "gene_dropout": 0.25, "readout_weight": 10.0, "readout_likelihood": "mse"}, {}),
+    "combined+cls": (
+        {"n_latent": 64, "gene_dropout": 0.25, "readout_weight": 10.0, "pooling": "both", "readout_likelihood": "mse"},
+        {},
+    ),
+    "combined_x2": (
+        {"n_latent": 64, "gene_dropout": 0.25, "readout_weight": 10.0, "readout_likelihood": "mse"},
+        {"epochs_factor": 2},
+    ),
+    "modules128+combined": (
+        {"n_modules": 128, "n_latent": 64, "gene_dropout": 0.25, "readout_weight": 10.0, "readout_likelihood": "mse"},
+        {},
+    ),
     "nb_50": ({"readout_weight": 50.0, "readout_likelihood": "nb"}, {}),
     "nb_200": ({"readout_weight": 200.0, "readout_likelihood": "nb"}, {}),
     "nb_1000": ({"readout_weight": 1000.0, "readout_likelihood": "nb"}, {}),
     "nb_3000": ({"readout_weight": 3000.0, "readout_likelihood": "nb"}, {}),
     "nb_1000_no_jepa": ({"readout_weight": 1000.0, "readout_likelihood": "nb", "jepa_weight": 0.0}, {}),
     "nb_200+gene_dropout": ({"readout_weight": 200.0, "readout_likelihood": "nb", "gene_dropout": 0.25}, {}),
-    "blocks1": ({"mask_blocks": 1}, {}),
-    "blocks2": ({"mask_blocks": 2}, {}),
-    "modules64+blocks4": ({"n_modules": 64, "mask_blocks": 4}, {}),
-    "combined+blocks2": ({"n_latent": 64, "gene_dropout": 0.25, "readout_weight": 10.0, "mask_blocks": 2}, {}),
+    "blocks1": ({"readout_weight": 0.0, "mask_blocks": 1}, {}),
+    "blocks2": ({"readout_weight": 0.0, "mask_blocks": 2}, {}),
+    "modules64+blocks4": ({"readout_weight": 0.0, "n_modules": 64, "mask_blocks": 4}, {}),
+    "combined+blocks2": (
+        {"n_latent": 64, "gene_dropout": 0.25, "readout_weight": 10.0, "mask_blocks": 2, "readout_likelihood": "mse"},
+        {},
+    ),
 }
 HEAVY_SETS = ("k562", "sergio")
 HEAVY_CONFIGS = ("modules128", "gene_tokens", "epochs_x2", "combined_x2", "modules128+combined", "modules64+blocks4")
