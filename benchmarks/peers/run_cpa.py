@@ -41,8 +41,8 @@ def main() -> None:
     n_train = int((adata.obs["split"] != "ood").sum())
     with Timer() as t:
         model.train(max_epochs=args.epochs, use_gpu=False, enable_progress_bar=False)
-    history = getattr(model, "epoch_history", None)
-    epochs = len(history["epoch"]) if isinstance(history, dict) and "epoch" in history else args.epochs
+    trainer = getattr(getattr(model, "runner", None), "trainer", None)  # epochs run, early stopping included
+    epochs = int(trainer.current_epoch) if trainer is not None else args.epochs
     ood = adata[(adata.obs["split"] == "ood").to_numpy()].copy()
     labels, types, rows = [], [], []
     if ood.n_obs:
