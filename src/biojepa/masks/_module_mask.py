@@ -52,7 +52,9 @@ class ModuleMaskSampler:
         if not 0.0 < low <= high < 1.0:
             raise ValueError(f"`mask_ratio` must satisfy 0 < low <= high < 1, got {mask_ratio}.")
         if n_blocks is not None and (isinstance(n_blocks, bool) or not isinstance(n_blocks, int) or n_blocks < 1):
-            raise ValueError(f"`mask_blocks` must be None or a positive integer, got {n_blocks!r}.")
+            raise ValueError(
+                f"`n_blocks` (the model's `mask_blocks`) must be None or a positive integer, got {n_blocks!r}."
+            )
         self.n_blocks = n_blocks
         self.n_modules = n_modules
         self.min_masked = min(max(1, math.ceil(low * n_modules)), n_modules - 1)

@@ -6,13 +6,16 @@ import torch
 from scvi.distributions import NegativeBinomial
 from torch import nn
 
+from ._perturbation import ExpressionHead
+
 _EPS = 1e-8
 
 
 class CountReadout(nn.Module):
-    """MLP from a cell latent to the negative-binomial mean of every gene's counts, with a per-gene dispersion.
+    """Negative-binomial decoder of every gene's counts from a cell latent, with a per-gene dispersion.
 
-    The mean is ``library * softmax(MLP(z))`` and the inverse dispersion ``exp(log_theta)`` is learned per
+    The mean is ``library * softmax(ExpressionHead(z))`` (the MLP of :class:`ExpressionHead`, its output read as
+    logits over genes) and the inverse dispersion ``exp(log_theta)`` is learned per
     gene, as in scVI's decoder. Unlike a squared error on standardized log expression, which gives a barely
     expressed gene as much weight as a marker, the likelihood weighs each count by how much it says.
 
@@ -37,7 +40,7 @@ class CountReadout(nn.Module):
 
     def __init__(self, n_latent: int, n_genes: int, n_hidden: int = 256):
         super().__init__()
-        self.net = nn.Sequential(nn.Linear(n_latent, n_hidden), nn.GELU(), nn.Linear(n_hidden, n_genes))
+        self.net = ExpressionHead(n_latent, n_genes, n_hidden)
         self.log_theta = nn.Parameter(torch.zeros(n_genes))
 
     def forward(self, z: torch.Tensor, library: torch.Tensor) -> NegativeBinomial:
