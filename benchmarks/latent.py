@@ -81,6 +81,8 @@ CONFIGS = {
     "nb_200": ({"readout_weight": 200.0, "readout_likelihood": "nb"}, {}),
     "nb_1000": ({"readout_weight": 1000.0, "readout_likelihood": "nb"}, {}),
     "nb_3000": ({"readout_weight": 3000.0, "readout_likelihood": "nb"}, {}),
+    "nb_3000_genes512": ({"readout_weight": 3000.0, "readout_likelihood": "nb", "readout_genes": 512}, {}),
+    "nb_3000_genes256": ({"readout_weight": 3000.0, "readout_likelihood": "nb", "readout_genes": 256}, {}),
     "nb_1000_no_jepa": ({"readout_weight": 1000.0, "readout_likelihood": "nb", "jepa_weight": 0.0}, {}),
     "nb_200+gene_dropout": ({"readout_weight": 200.0, "readout_likelihood": "nb", "gene_dropout": 0.25}, {}),
     "blocks1": ({"readout_weight": 0.0, "mask_blocks": 1}, {}),

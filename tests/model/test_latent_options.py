@@ -67,7 +67,9 @@ def test_gene_dropout_only_while_training(adata):
     assert torch.allclose(a["target_z"], b_out["target_z"])  # the target encoder sees every gene
 
 
-@pytest.mark.parametrize("kwargs", [{"gene_dropout": 1.0}, {"gene_dropout": -0.1}, {"readout_weight": -1.0}])
+@pytest.mark.parametrize(
+    "kwargs", [{"gene_dropout": 1.0}, {"gene_dropout": -0.1}, {"readout_weight": -1.0}, {"readout_genes": 0}]
+)
 def test_bad_options_raise(adata, kwargs):
     with pytest.raises(ValueError, match=next(iter(kwargs))):
         bj.BioJEPA(adata, **kwargs)
@@ -160,3 +162,21 @@ def test_target_encoder_latent(adata):
     module.context_encoder, module.target_encoder = module.target_encoder, module.context_encoder
     with pytest.raises(ValueError, match="`encoder`.*'ema'"):
         model.get_latent_representation(encoder="ema")
+
+
+def test_readout_on_a_random_gene_subset_per_step(adata):
+    scvi.settings.seed = 0
+    model = bj.BioJEPA(adata, n_latent=6, readout_genes=10)
+    module = model.module
+    assert module.readout_genes == 10
+    assert bj.BioJEPA(adata, n_latent=6, readout_genes=1000).module.readout_genes is None  # >= every gene: all
+    x = _tensors(adata)["X"]
+    inf = module.inference(x)
+    gen = module.generative(inf["z"], inf["masks_pred"])
+    torch.manual_seed(1)
+    first = module.loss({"X": x}, inf, gen).extra_metrics[LOSS_KEYS.READOUT]
+    torch.manual_seed(2)
+    second = module.loss({"X": x}, inf, gen).extra_metrics[LOSS_KEYS.READOUT]
+    assert torch.isfinite(first) and first != second  # another subset of genes at each call
+    model.train(max_epochs=2, batch_size=30, enable_progress_bar=False)
+    assert np.isfinite(model.history[f"{LOSS_KEYS.READOUT}_train"].to_numpy(dtype=float)).all()

@@ -109,6 +109,10 @@ class BioJEPA(
         What the readout fits: ``"nb"`` the raw counts under a negative-binomial likelihood, as scVI's decoder does
         (counts input only); ``"mse"`` standardized log expression. ``None`` (default): ``"nb"`` for RNA-only
         counts, else ``"mse"``.
+    readout_genes
+        With the negative-binomial readout: how many genes, drawn at random at each step, it scores (the counts
+        of a subset given their total follow the same model renormalized over the subset, so every gene is fitted
+        over the steps at a fraction of the cost). ``None`` (default): every gene.
     jepa_weight, variance_weight, covariance_weight
         Loss weights of the JEPA regression and the VICReg variance/covariance terms.
     perturbation_features
@@ -172,6 +176,7 @@ class BioJEPA(
         gene_dropout: float = 0.0,
         readout_weight: float | None = None,
         readout_likelihood: str | None = None,
+        readout_genes: int | None = None,
         jepa_weight: float = 25.0,
         variance_weight: float = 25.0,
         covariance_weight: float = 1.0,
@@ -235,6 +240,7 @@ class BioJEPA(
             gene_dropout=gene_dropout,
             readout_weight=readout[0],
             readout_likelihood=readout[1],
+            readout_genes=readout_genes,
             jepa_weight=jepa_weight,
             variance_weight=variance_weight,
             covariance_weight=covariance_weight,

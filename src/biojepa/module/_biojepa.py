@@ -71,6 +71,9 @@ class BioJEPAModule(ModalityMixin, TaskSamplesMixin, BaseModuleClass):
     readout_likelihood
         ``"mse"``: the readout regresses standardized log expression; ``"nb"``: it is a negative-binomial decoder
         of the raw counts (:class:`~biojepa.nn.CountReadout`; counts input only).
+    readout_genes
+        ``"nb"`` readout only: the number of genes, drawn at random at each step, whose counts it scores
+        (``None``: every gene). Its cost grows with this number.
     jepa_weight, variance_weight, covariance_weight
         Loss weights (VICReg-style 25/25/1 by default).
     condition_genes
@@ -155,6 +158,7 @@ class BioJEPAModule(ModalityMixin, TaskSamplesMixin, BaseModuleClass):
         gene_dropout: float = 0.0,
         readout_weight: float = 0.0,
         readout_likelihood: str = "mse",
+        readout_genes: int | None = None,
         jepa_weight: float = 25.0,
         variance_weight: float = 25.0,
         covariance_weight: float = 1.0,
@@ -207,6 +211,9 @@ class BioJEPAModule(ModalityMixin, TaskSamplesMixin, BaseModuleClass):
                 f"(input_scale 'counts', got {input_scale!r}{', with other modalities' if modalities else ''}), "
                 "or use readout_likelihood='mse'."
             )
+        if readout_genes is not None and readout_genes < 1:
+            raise ValueError(f"`readout_genes` must be a positive number of genes or None, got {readout_genes}.")
+        self.readout_genes = None if readout_genes is None or readout_genes >= n_input else int(readout_genes)
         self.readout = None
         if readout_weight > 0:
             head = CountReadout if readout_likelihood == "nb" else ExpressionHead
@@ -447,7 +454,11 @@ class BioJEPAModule(ModalityMixin, TaskSamplesMixin, BaseModuleClass):
         if isinstance(self.readout, CountReadout):  # with gradient: the likelihood shapes the latent
             size_factor = tensors.get(REGISTRY_KEYS.SIZE_FACTOR_KEY)
             library = None if size_factor is None else size_factor.view(-1, 1).float()
-            readout = self.readout.nll(z, tensors[REGISTRY_KEYS.X_KEY].float(), library)
+            counts = tensors[REGISTRY_KEYS.X_KEY].float()
+            genes = None
+            if self.readout_genes is not None:  # a fresh random subset of genes at each step
+                genes = torch.randperm(counts.shape[1], device=counts.device)[: self.readout_genes]
+            readout = self.readout.nll(z, counts, library, genes)
             loss = loss + self.readout_weight * readout
             extra[LOSS_KEYS.READOUT] = readout.detach()
         if MODULE_KEYS.EXPR_PRED in generative_outputs:

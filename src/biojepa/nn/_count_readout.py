@@ -48,18 +48,33 @@ class CountReadout(nn.Module):
         mu = library * torch.softmax(self.net(z), dim=-1)
         return NegativeBinomial(mu=mu, theta=self.log_theta.exp())
 
-    def nll(self, z: torch.Tensor, counts: torch.Tensor, library: torch.Tensor | None = None) -> torch.Tensor:
+    def nll(
+        self,
+        z: torch.Tensor,
+        counts: torch.Tensor,
+        library: torch.Tensor | None = None,
+        genes: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         """Negative log-likelihood of ``counts``, averaged over cells and genes (library: the counts' sums).
 
         The same value as ``-self(z, library).log_prob(counts).mean()``, evaluated sparsely: a zero count's
         log-likelihood is ``theta * log(theta / (theta + mu))``, so the three log-gamma terms, the costliest
         operations of the loss, run only where a count is nonzero (about a tenth of a droplet matrix). This
         is why it is written out here rather than taken from scvi-tools' ``log_nb_positive``.
+
+        ``genes`` (gene indices) scores only those genes: their logits are computed alone, the softmax runs over
+        them and the library is their counts' sum (``library`` is then ignored). Under a multinomial model,
+        the counts of a subset of genes given their total follow the same model with the probabilities
+        renormalized over the subset, so a random subset per step fits every gene's logit at a fraction of the
+        cost of all of them.
         """
-        if library is None:
-            library = counts.sum(1, keepdim=True)
-        mu = library.clamp(min=1.0) * torch.softmax(self.net(z), dim=-1)  # (B, G)
         theta = self.log_theta.exp()  # (G,)
+        if genes is not None:
+            counts, theta = counts[:, genes], theta[genes]
+            library = counts.sum(1, keepdim=True)
+        elif library is None:
+            library = counts.sum(1, keepdim=True)
+        mu = library.clamp(min=1.0) * torch.softmax(self.net(z, genes), dim=-1)  # (B, G)
         log_theta_mu = torch.log(theta + mu + _EPS)
         ll = (theta * (torch.log(theta + _EPS) - log_theta_mu)).sum()
         rows, cols = counts.nonzero(as_tuple=True)

@@ -214,9 +214,12 @@ class ExpressionHead(nn.Module):
         super().__init__()
         self.net = nn.Sequential(nn.Linear(n_latent, n_hidden), nn.GELU(), nn.Linear(n_hidden, n_genes))
 
-    def forward(self, z: torch.Tensor) -> torch.Tensor:
-        """``(B, n_latent)`` → ``(B, G)``."""
-        return self.net(z)
+    def forward(self, z: torch.Tensor, genes: torch.Tensor | None = None) -> torch.Tensor:
+        """``(B, n_latent)`` → ``(B, G)``, or only the columns of the gene indices ``genes`` ``(k,)``."""
+        if genes is None:
+            return self.net(z)
+        out = self.net[-1]
+        return F.linear(self.net[:-1](z), out.weight[genes], out.bias[genes])
 
 
 def masked_mse(pred: torch.Tensor, target: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
