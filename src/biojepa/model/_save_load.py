@@ -280,7 +280,7 @@ class SaveLoadMixin:
 
 
 #: Arguments whose default changed, with the value a model saved before the argument existed was trained with.
-_EARLIER_DEFAULTS = {"readout_weight": 0.0}
+_EARLIER_DEFAULTS = {"readout_weight": 0.0, "readout_genes": None}
 
 
 def _keep_earlier_defaults(init_params: dict) -> None:
