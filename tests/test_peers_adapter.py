@@ -107,3 +107,31 @@ def test_prediction_of_an_unrequested_label_is_refused(canon, tmp_path):
     write_prediction(tmp_path / "pred.h5ad", ["A"], ["k562"], np.zeros((1, 4)), canon.var_names, {})
     with pytest.raises(KeyError, match="not requested"):
         from_peer(ad.read_h5ad(tmp_path / "pred.h5ad"), "cpa", canon)
+
+
+def test_dosed_run_round_trip_through_cpa(tmp_path):
+    """A compound screen: doses travel to CPA's input, counterfactual cells carry the request's dose, and back."""
+    labels = ["control"] * 4 + ["d1"] * 4 + ["d1+d2"] * 2
+    doses = ["0"] * 4 + ["1", "1", "10", "10"] + ["1+10"] * 2
+    rng = np.random.default_rng(0)
+    adata = ad.AnnData(rng.random((10, 3)).astype(np.float32),
+                       obs=pd.DataFrame({"condition": labels, "dose": doses, "line": ["a"] * 10},
+                                        index=[f"c{i}" for i in range(10)]),
+                       var=pd.DataFrame(index=["G1", "G2", "G3"]))  # fmt: skip
+    canon = canonical(adata, np.ones(10, bool), [("d1", "a", "3"), ("d1+d2", "a", "10+1")], covariate="line",
+                      dose="dose")  # fmt: skip
+    assert list(canon.uns["requests"].columns) == ["condition", "cell_type", "dose"]
+    cpa = to_peer(canon, "cpa", seed=0)
+    train = cpa.obs[cpa.obs["split"] != "ood"]
+    assert set(train.loc[train["condition"] == "ctrl", "dose"]) == {"1"}  # control: the unit dose
+    assert list(train.loc[train["condition"] == "d1", "dose"]) == ["1", "1", "10", "10"]
+    ood = cpa.obs[cpa.obs["split"] == "ood"]
+    assert ood.groupby(["condition", "dose"]).size().to_dict() == {("d1", "3"): 4, ("d1+d2", "10+1"): 4}
+    path = tmp_path / "pred.h5ad"
+    write_prediction(path, ["d1", "d1+d2"], ["a", "a"], np.ones((2, 3)), canon.var_names, {"train_s": 1.0},
+                     doses=["3", "10+1"])  # fmt: skip
+    ours = from_peer(ad.read_h5ad(path), "cpa", canon)
+    assert list(ours.obs["dose"]) == ["3", "10+1"] and list(ours.obs["condition"]) == ["d1", "d1+d2"]
+    write_prediction(path, ["d1"], ["a"], np.ones((1, 3)), canon.var_names, {}, doses=["10"])
+    with pytest.raises(KeyError, match="not requested"):
+        from_peer(ad.read_h5ad(path), "cpa", canon)  # d1 at 10 was not asked for

@@ -9,13 +9,17 @@ read by that peer's runner in its own virtual environment):
 - GEARS: ``obs["condition"]`` ``"A+ctrl"`` / ``"A+B"`` / ``"ctrl"``, ``var["gene_name"]``, sparse ``X``, and the
   gene-ontology annotation of the genes (``uns["gene2go"]``: gene, GO id pairs) from which the runner builds
   GEARS' ``gene2go_all.pkl`` (GEARS would otherwise download it);
-- CPA: ``obs["condition"]`` ``"A"`` / ``"A+B"`` / ``"ctrl"``, ``obs["dose"]`` ``"1"`` / ``"1+1"``,
-  ``obs["cell_type"]`` and ``obs["split"]`` (``"train"`` / ``"valid"``: a seeded 10 % of the training cells);
+- CPA: ``obs["condition"]`` ``"A"`` / ``"A+B"`` / ``"ctrl"``, ``obs["dose"]`` ``"1"`` / ``"1+1"`` (or the
+  canonical doses, see below), ``obs["cell_type"]`` and ``obs["split"]`` (``"train"`` / ``"valid"``: a seeded 10 %
+  of the training cells);
 - scGen: ``obs["condition"]`` (the label, ``"ctrl"`` for control) and ``obs["cell_type"]``;
 - biolord: ``obs["condition"]``, ``obs["cell_type"]``, ``obs["split"]`` as for CPA, and the gene-ontology
   annotation of the perturbed genes (``uns["gene2go"]``, as for GEARS), from which the runner builds biolord's
   perturbation attribute;
 - BioJEPA and the peers without a special format get the canonical AnnData itself.
+
+A dosed run (a compound screen) also carries ``obs["dose"]`` (``"10"``, ``"10+1"``; one per member, in the label's
+order) and requests of (label, cell type, dose); only CPA reads doses, and its predictions come back per dose.
 
 Every input carries ``uns["requests"]`` in the peer's own labels. A runner answers with a prediction ``.h5ad``:
 one row per request, ``obs["condition"]`` (the peer's label) and ``obs["cell_type"]``, ``X`` the predicted mean
@@ -32,7 +36,7 @@ import numpy as np
 import pandas as pd
 from scipy import sparse
 
-KEY, CONTROL, COV = "condition", "control", "cell_type"
+KEY, CONTROL, COV, DOSE = "condition", "control", "cell_type", "dose"
 PEER_CONTROL = {"gears": "ctrl", "cpa": "ctrl", "scgen": "ctrl", "biolord": "ctrl"}
 DELIMITER = "+"
 
@@ -71,12 +75,14 @@ def canonical(
     requests: list[tuple[str, str]],
     covariate: str | None = COV,
     keep: tuple[str, ...] = ("perturbation_type",),
+    dose: str | None = None,
 ) -> ad.AnnData:
     """The canonical training AnnData of one run: the cells of ``train_mask`` and the requests to predict.
 
     ``adata.obs`` must hold ``condition`` (our labels) and, if ``covariate`` is not ``None``, the covariate column
     (copied to ``cell_type``; without a covariate every cell gets ``"all"``). Columns of ``keep`` present in
-    ``adata.obs`` are copied too.
+    ``adata.obs`` are copied too. ``dose``: the column of doses (copied to ``dose``); the requests are then
+    (label, cell type, dose) triples.
     """
     train = adata[np.asarray(train_mask, dtype=bool)]
     obs = pd.DataFrame(index=train.obs_names.copy())
@@ -85,10 +91,17 @@ def canonical(
     for col in keep:
         if col in train.obs:
             obs[col] = train.obs[col].astype(str).to_numpy()
+    if dose is not None:
+        obs[DOSE] = train.obs[dose].astype(str).to_numpy()
     X = train.X.toarray() if sparse.issparse(train.X) else np.asarray(train.X)
     out = ad.AnnData(X=np.asarray(X, dtype=np.float32), obs=obs, var=pd.DataFrame(index=train.var_names.copy()))
-    out.uns["requests"] = pd.DataFrame(requests, columns=[KEY, COV]).astype(str)
+    out.uns["requests"] = pd.DataFrame(requests, columns=_request_columns(out)).astype(str)
     return out
+
+
+def _request_columns(canon: ad.AnnData) -> list[str]:
+    """Columns of a run's requests: label and cell type, and the dose in a dosed run."""
+    return [KEY, COV, DOSE] if DOSE in canon.obs else [KEY, COV]
 
 
 def _validation_split(n: int, seed: int, fraction: float = 0.1) -> np.ndarray:
@@ -127,8 +140,12 @@ def to_peer(canon: ad.AnnData, peer: str, seed: int = 0, gene2go: pd.DataFrame |
     elif peer in ("cpa", "biolord"):
         out.obs["split"] = _validation_split(out.n_obs, seed)
         out = ad.concat([out, _counterfactuals(canon, peer)], merge="same", uns_merge="first")
-        out.obs["dose"] = [DELIMITER.join(["1"] * max(1, len(from_peer_label(c, peer).split(DELIMITER))))
-                           for c in out.obs[KEY]]  # fmt: skip
+        unit = [DELIMITER.join(["1"] * max(1, len(from_peer_label(c, peer).split(DELIMITER)))) for c in out.obs[KEY]]
+        if DOSE in canon.obs:  # the run's doses; control cells get the unit dose, as without doses
+            ctrl = (out.obs[KEY] == to_peer_label(CONTROL, peer)).to_numpy()
+            out.obs[DOSE] = np.where(ctrl, unit, out.obs[DOSE].astype(str).to_numpy())
+        else:
+            out.obs[DOSE] = unit
         if peer == "biolord":
             out.uns["gene2go"] = _gene_ontology(sorted(perturbed), gene2go)
     return out
@@ -154,13 +171,17 @@ def _counterfactuals(canon: ad.AnnData, peer: str) -> ad.AnnData:
     trained = {g for c in canon.obs[KEY] for g in genes_of(str(c))}
     is_ctrl = (canon.obs[KEY] == CONTROL).to_numpy()
     parts = []
-    for label, cell_type in canon.uns["requests"][[KEY, COV]].itertuples(index=False, name=None):
+    for request in canon.uns["requests"].to_dict("records"):
+        label, cell_type = request[KEY], request[COV]
         if not set(genes_of(label)) <= trained:
             continue
         cells = canon[is_ctrl & (canon.obs[COV] == cell_type).to_numpy()].copy()
         cells.obs[KEY] = to_peer_label(label, peer)
         cells.obs["split"] = "ood"
-        cells.obs_names = [f"{n}-{label}" for n in cells.obs_names]
+        tag = label if DOSE not in request else f"{label}@{request[DOSE]}"
+        if DOSE in request:
+            cells.obs[DOSE] = request[DOSE]
+        cells.obs_names = [f"{n}-{tag}" for n in cells.obs_names]
         parts.append(cells)
     if not parts:
         return canon[:0].copy()
@@ -174,10 +195,16 @@ def control_means(canon: ad.AnnData) -> dict[str, np.ndarray]:
     return {t: X[is_ctrl & (canon.obs[COV] == t).to_numpy()].mean(0) for t in pd.unique(canon.obs[COV][is_ctrl])}
 
 
-def write_prediction(path, labels, cell_types, X, var_names, cost: dict) -> None:
-    """Write a runner's prediction file (used inside the peers' environments, so anndata/numpy only)."""
+def write_prediction(path, labels, cell_types, X, var_names, cost: dict, doses=None) -> None:
+    """Write a runner's prediction file (used inside the peers' environments, so anndata/numpy only).
+
+    ``doses``: one dose string per row, for a dosed run.
+    """
     obs = pd.DataFrame({KEY: list(map(str, labels)), COV: list(map(str, cell_types))})
     obs.index = [f"{c}_{t}" for c, t in zip(obs[KEY], obs[COV], strict=True)]
+    if doses is not None:
+        obs[DOSE] = list(map(str, doses))
+        obs.index = [f"{i}@{d}" for i, d in zip(obs.index, obs[DOSE], strict=True)]
     pred = ad.AnnData(np.asarray(X, dtype=np.float32), obs=obs, var=pd.DataFrame(index=list(var_names)))
     pred.uns["cost"] = {k: float(v) for k, v in cost.items()}
     pred.write_h5ad(path)
@@ -190,17 +217,19 @@ def from_peer(pred: ad.AnnData, peer: str, canon: ad.AnnData) -> ad.AnnData:
     non-finite predictions are dropped (a peer that fails on one perturbation does not poison the others).
     """
     labels = [from_peer_label(str(c), peer) for c in pred.obs[KEY]]
-    wanted = {(str(c), str(t)) for c, t in canon.uns["requests"][[KEY, COV]].itertuples(index=False, name=None)}
+    columns = _request_columns(canon)
+    wanted = set(canon.uns["requests"][columns].astype(str).itertuples(index=False, name=None))
     types = pred.obs[COV].astype(str).tolist()
-    unknown = [(c, t) for c, t in zip(labels, types, strict=True) if (c, t) not in wanted]
+    keys = list(zip(labels, types, *([pred.obs[DOSE].astype(str)] if DOSE in columns else []), strict=True))
+    unknown = [k for k in keys if k not in wanted]
     if unknown:
         raise KeyError(f"{peer} predicted {unknown[:3]}, which were not requested; requests: {sorted(wanted)[:5]}.")
     X = pred[:, canon.var_names].X
     X = np.asarray(X.toarray() if sparse.issparse(X) else X, dtype=np.float64)
     ok = np.isfinite(X).all(1)
     ctrl = control_means(canon)
-    obs = pd.DataFrame({KEY: labels, COV: types}).loc[ok].reset_index(drop=True)
-    obs.index = [f"{c}_{t}" for c, t in zip(obs[KEY], obs[COV], strict=True)]
+    obs = pd.DataFrame(keys, columns=columns).loc[ok].reset_index(drop=True)
+    obs.index = ["_".join(k) if len(k) == 2 else f"{k[0]}_{k[1]}@{k[2]}" for k in obs.itertuples(index=False)]
     X = X[ok]
     delta = X - np.vstack([ctrl[t] for t in obs[COV]]) if len(obs) else X
     out = ad.AnnData(X=X.astype(np.float32), obs=obs, var=pd.DataFrame(index=canon.var_names.copy()))

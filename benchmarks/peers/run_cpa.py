@@ -6,7 +6,8 @@ Input: the adapter's CPA AnnData (``condition`` ``A`` / ``A+B`` / ``ctrl``, ``do
 the defaults of ``cpa.CPA`` except ``recon_loss="gauss"`` (CPA's setting for log-normalized data, which is what the
 benchmark feeds every method); training uses ``CPA.train``'s defaults (batch 128, validation every 10 epochs,
 early-stopping patience 10) within the epoch budget. The prediction of a request is the mean of CPA's
-counterfactual predictions of its ``ood`` cells. Without SMILES, ``CPA.pert_smiles_map = {}``.
+counterfactual predictions of its ``ood`` cells. Without SMILES, ``CPA.pert_smiles_map = {}``. In a dosed run (a
+compound screen: the requests carry doses) the cells keep their doses and each request is predicted at its own.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from pathlib import Path
 
 import anndata as ad
 import numpy as np
-from _adapter import COV, KEY, write_prediction
+from _adapter import COV, DOSE, KEY, write_prediction
 from _runner import Timer, cost, parse_args, seed_everything
 
 
@@ -30,7 +31,7 @@ def main() -> None:
     adata = ad.read_h5ad(args.input)
     os.chdir(Path(args.output).resolve().parent)  # CPA writes CPA_info.json and history.csv to the working directory
     args.output = Path(args.output).resolve().name
-    adata.uns.pop("requests")
+    dosed = DOSE in adata.uns.pop("requests").columns
     adata.obs[KEY] = adata.obs[KEY].astype(str)
     adata.obs[COV] = adata.obs[COV].astype(str)
     cpa.CPA.pert_smiles_map = {}
@@ -44,16 +45,19 @@ def main() -> None:
     trainer = getattr(getattr(model, "runner", None), "trainer", None)  # epochs run, early stopping included
     epochs = int(trainer.current_epoch) if trainer is not None else args.epochs
     ood = adata[(adata.obs["split"] == "ood").to_numpy()].copy()
-    labels, types, rows = [], [], []
+    labels, types, doses, rows = [], [], [], []
     if ood.n_obs:
         model.predict(ood, batch_size=1024)
         pred = np.asarray(ood.obsm["CPA_pred"], dtype=np.float64)
-        for (label, cell_type), idx in ood.obs.groupby([KEY, COV], observed=True).indices.items():
-            labels.append(label)
-            types.append(cell_type)
+        by = [KEY, COV, DOSE] if dosed else [KEY, COV]
+        for key, idx in ood.obs.groupby(by, observed=True).indices.items():
+            labels.append(key[0])
+            types.append(key[1])
+            doses.append(key[2] if dosed else None)
             rows.append(pred[idx].mean(0))
     X = np.vstack(rows) if rows else np.zeros((0, adata.n_vars))
-    write_prediction(args.output, labels, types, X, adata.var_names, cost(t.seconds, epochs, n_train))
+    write_prediction(args.output, labels, types, X, adata.var_names, cost(t.seconds, epochs, n_train),
+                     doses=doses if dosed else None)  # fmt: skip
 
 
 if __name__ == "__main__":
