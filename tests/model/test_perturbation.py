@@ -153,3 +153,29 @@ def test_reference_and_query_with_unseen_labels_are_left_alone(screen_factory):
     assert set(ranking["condition"]) == {"g0", "g1", "g2", "g0+g1"}  # candidates: labels of the reference
     pd.testing.assert_frame_equal(full.obs, before.obs)
     assert list(full.uns) == list(before.uns) and list(full.obsm) == list(before.obsm)
+
+
+def test_combination_members_are_denoised_before_composing(screen_factory):
+    adata = screen_factory(counts=False)
+    ctrl = np.flatnonzero(((adata.obs.condition == "control") & (adata.obs.line == "L1")).to_numpy())
+    condition = adata.obs["condition"].astype(str).to_numpy().copy()
+    condition[ctrl[::2]] = "g3"  # a single without effect: its mean change is sampling noise alone
+    adata.obs["condition"] = condition
+    model = _model(adata, epochs=5)
+    labels, line = ["g0", "g1", "g2", "g3", "g1+g3"], {"line": "L1"}
+    anchored = model.predict_perturbation(labels, covariates=line).layers["delta"].astype(np.float64)
+    free = model.predict_perturbation(labels, covariates=line, anchor=False).layers["delta"].astype(np.float64)
+    residual = anchored[:4] - free[:4]  # a seen single keeps its whole residual: its observed change
+    mean = residual.mean(0)
+
+    def kept(i):  # per-gene share of single i's deviation kept: 1 - sampling variance / squared deviation
+        rows = ((adata.obs.condition == labels[i]) & (adata.obs.line == "L1")).to_numpy()
+        noise = np.asarray(adata.X[rows], dtype=np.float64).var(0, ddof=1) / rows.sum()
+        deviation = residual[i] - mean
+        return np.clip(1.0 - noise / np.maximum(deviation**2, 1e-12), 0.0, 1.0)
+
+    expected = 2 * mean + kept(1) * (residual[1] - mean) + kept(3) * (residual[3] - mean)
+    np.testing.assert_allclose(anchored[4] - free[4], expected, atol=1e-4)
+    # the effect-free single keeps less of its deviation than g1, which keeps most of its own block (g20-g29)
+    assert kept(3).mean() < kept(1).mean() and kept(1)[20:30].mean() > 0.9
+    assert (kept(3) < 1.0).any()

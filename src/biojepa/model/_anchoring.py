@@ -4,7 +4,9 @@ The decoded change of a learned effect (expression head on the shifted control l
 change: what a latent of ``n_latent`` dimensions does not carry. Anchoring adds the decoding's residual against the
 observed change where one exists, so predictions start from what was measured and the model adds what it learned:
 
-* a gene observed alone in the group (no doses): its residual there; else, seen alone in other groups with the same
+* a gene observed alone in the group (no doses): its residual there (a seen single returns its observed change);
+  inside a combination, that residual denoised first (:meth:`AnchoringMixin._denoised_residual`), so the sampling
+  noise of each member's mean does not add up in the composition; else, seen alone in other groups with the same
   perturbation type (a gene knocked out in other cell lines), the residual this group's trained singles share plus
   the gene's own part measured there (its residual minus theirs, averaged over those groups, times a scale),
   or its whole residual there, whichever predicts better the training singles observed in several groups
@@ -52,6 +54,32 @@ class AnchoringMixin:
             observed = self._mean_log_expression(adata, rows) - state["log_ctrl_mean"]
             state["residuals"][key] = (observed - self._decode(state["z_ctrl_t"], single["shift"]), single["gate"])
         return state["residuals"][key][0]
+
+    def _denoised_residual(self, adata: AnnData, state: dict, gene: str) -> np.ndarray:
+        r"""Residual of ``gene`` in the group, each gene's part shrunk towards the group's mean residual by its noise.
+
+        The observed mean change of a single over its :math:`n` cells carries sampling noise of per-gene variance
+        :math:`v_g = s_g^2 / n`, and so does its residual :math:`r`. With :math:`\bar r` the mean residual of the
+        group's trained singles and :math:`d = r - \bar r`, each gene keeps the share of its deviation that stands
+        above the noise, :math:`\hat r_g = \bar r_g + \max(0, 1 - v_g / d_g^2)\, d_g`: the empirical Wiener
+        factor, :math:`d_g^2 - v_g` estimating the squared signal of :math:`d_g^2`. A gene the single moves well
+        beyond its noise keeps the observed change; one within its noise moves to what every perturbation of the
+        group shares. No constant is set by hand: the factor follows from the measured variances. It matters where
+        the members' noises add up, in a combination. The raw residual where the group has no other trained single
+        to shrink towards.
+        """
+        cache = state.setdefault("denoised", {})
+        if gene not in cache:
+            r = self._residual(adata, state, gene)
+            mean = self._typical_residual(adata, state, None)
+            if not np.ndim(mean):  # no trained single observed in the group
+                cache[gene] = r
+            else:
+                deviation = r - mean
+                noise = self._mean_sampling_variance(adata, state["group"].singles[gene])
+                keep = np.clip(1.0 - noise / np.maximum(deviation**2, 1e-12), 0.0, 1.0)
+                cache[gene] = mean + keep * deviation
+        return cache[gene]
 
     def _gate(self, state: dict, gene: str, dose: float) -> float:
         """Learned dose-response of ``gene`` at ``dose`` in the group of ``state``."""
@@ -176,13 +204,21 @@ class AnchoringMixin:
         return own["transfer"]
 
     def _anchor(
-        self, adata: AnnData, own: dict, gene: str, dose: float | None, novel: bool, every: list[CovariateGroup], state
+        self,
+        adata: AnnData,
+        own: dict,
+        gene: str,
+        dose: float | None,
+        novel: bool,
+        every: list[CovariateGroup],
+        state,
+        combined: bool = False,
     ) -> np.ndarray | float:
-        """What anchoring adds for one member of a perturbation (see the module docstring)."""
+        """What anchoring adds for one member of a perturbation (``combined``: of a combination; module docstring)."""
         group = own["group"]
         if gene in group.singles:
             if dose is None:
-                return self._residual(adata, own, gene)
+                return self._denoised_residual(adata, own, gene) if combined else self._residual(adata, own, gene)
             found = self._dosed_residual(adata, own, gene, dose)
             if found is not None:
                 return found

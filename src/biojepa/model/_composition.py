@@ -128,8 +128,8 @@ class CompositionMixin(AnchoringMixin, ReferenceMixin):
 
         ``anchor``: each member contributes, besides its decoded learned effect, the residual of that decoding
         against an observed change (:mod:`biojepa.model._anchoring`): a seen single returns its observed change, a
-        combination of seen singles starts from the additive combination of observed changes plus what the model
-        adds (the interaction and the decoder's non-additivity), an unseen dose moves the nearest dose's residual
+        combination of seen singles starts from the additive combination of their denoised observed changes plus
+        what the model adds (the interaction and the decoder's non-additivity), an unseen dose moves the nearest dose's residual
         along the learned dose-response, and an untrained token gets the residual its trained peers share.
         ``observed``: a perturbation observed in the group returns its observed mean change. ``features``: rows
         for members the model's own feature table lacks (a screened library).
@@ -159,7 +159,8 @@ class CompositionMixin(AnchoringMixin, ReferenceMixin):
                     for gene in p.genes if anchor else ():
                         dose = (p.dose_of(gene) if p.doses is not None else 1.0) if dosed else None
                         novel = gene not in lookup or not trained[lookup[gene]]
-                        d_log = d_log + self._anchor(adata, own, gene, dose, novel, every or [], state)
+                        combined = len(p.genes) > 1
+                        d_log = d_log + self._anchor(adata, own, gene, dose, novel, every or [], state, combined)
                     if anchor and self._anchored_observed(group, p, dosed):
                         source = OBSERVED  # decoded effect and its residual: the observed change
                     if observed and p.genes in group.observed:

@@ -78,6 +78,17 @@ class ReferenceMixin:
             total += log.sum(0, dtype=np.float64)
         return total / max(len(rows), 1)
 
+    def _mean_sampling_variance(self, adata: AnnData, rows: np.ndarray) -> np.ndarray:
+        """Per-gene sampling variance of the mean log1p-normalized expression of ``rows`` (variance / n)."""
+        total, squares = np.zeros(adata.n_vars), np.zeros(adata.n_vars)
+        for log, _, _ in self._row_chunks(adata, rows):
+            total += log.sum(0, dtype=np.float64)
+            squares += (log.astype(np.float64) ** 2).sum(0)
+        n = len(rows)
+        if n < 2:
+            return np.zeros(adata.n_vars)
+        return np.maximum(squares - total**2 / n, 0.0) / (n - 1) / n
+
     def _log_expression(self, adata: AnnData, rows: np.ndarray) -> np.ndarray:
         """Dense log1p-normalized expression of ``rows`` (the model's scale before standardization)."""
         X = get_matrix(adata, self.adata_manager.registry["setup_args"]["layer"])[rows]
