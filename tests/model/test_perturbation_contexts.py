@@ -204,3 +204,20 @@ def test_gene_seen_in_other_lines_takes_this_lines_shared_response():
     assert delta[23:26].mean() > 0.5  # g5's own block, borrowed from L1 and L2
     observed = bj.metrics.evaluate(pred, truth, "condition", "control", ["line"])
     assert observed["pearson_delta"].iloc[0] > 0.9
+
+
+def test_untrained_token_at_zero_novelty_predicts_the_trained_singles_mean_change():
+    adata = _lines_screen(["L1"], {"L1": [f"g{i}" for i in range(8)]})
+    scvi.settings.seed = 0
+    bj.BioJEPA.setup_anndata(adata, perturbation_key="condition", control_value="control")
+    model = bj.BioJEPA(adata, n_latent=8)
+    model.train(max_epochs=3, batch_size=64, enable_progress_bar=False)
+    model.module.novelty_scale.fill_(0.0)  # the token's own deviation from the mean effect is not trusted
+    held = set(model.perturbation_setup_.holdout)
+    trained = model.predict_perturbation([f"g{i}" for i in range(8) if f"g{i}" not in held])
+    assert set(trained.obs["source"]) == {"observed"}  # each returns its observed change
+    novel = model.predict_perturbation("g45")  # measured, never perturbed
+    assert novel.obs["source"].tolist() == ["predicted"]
+    # the decoder's nonlinearity leaves no gap: the mean observed change of the trained singles, exactly
+    np.testing.assert_allclose(novel.layers["delta"][0], trained.layers["delta"].mean(0), atol=1e-4)
+    assert np.abs(trained.layers["delta"].mean(0)[35:40]).min() > 0.3  # the shared response, not an empty check

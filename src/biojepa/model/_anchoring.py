@@ -18,8 +18,9 @@ observed change where one exists, so predictions start from what was measured an
   evaluated at the requested dose (so an unseen dose moves along the learned Hill curve);
 * a token the perturbation loss never trained with this perturbation type and nobody observed (a gene never
   perturbed, or only knocked down when an activation is asked for; a compound known from its features): the mean
-  residual of the trained singles observed in the group, at the nearest doses — the systematic
-  part of the decoding error that every perturbation shares.
+  observed change of the trained singles observed in the group, at the nearest doses, minus the decoding of their
+  mean learned effect (:meth:`AnchoringMixin._novel_anchor`), so that the token's prediction is that mean change
+  plus what its own (shrunk) deviation from the mean effect changes.
 """
 
 from __future__ import annotations
@@ -110,9 +111,9 @@ class AnchoringMixin:
             return None
         return self._gate(state, gene, dose) * fits[gene]
 
-    def _typical_residual(self, adata: AnnData, state: dict, dose: float | None) -> np.ndarray | float:
-        """Mean residual of the trained singles observed in the group (at ``dose``)."""
-        cache = state.setdefault("typical", {})
+    def _typical_singles(self, adata: AnnData, state: dict, dose: float | None) -> list[tuple[str, np.ndarray]]:
+        """``(gene, residual)`` of the trained singles observed in the group (at ``dose``)."""
+        cache = state.setdefault("typical_singles", {})
         if dose not in cache:
             trained = self._trained_with(state["ptype"])[0]
             vocabulary = self._setup().vocabulary
@@ -123,14 +124,45 @@ class AnchoringMixin:
                     continue
                 try:
                     if dose is None:
-                        parts.append(self._residual(adata, state, gene))
+                        parts.append((gene, self._residual(adata, state, gene)))
                     else:
                         part = self._dosed_residual(adata, state, gene, dose)
                         if part is not None:
-                            parts.append(part)
+                            parts.append((gene, part))
                 except ValueError:  # e.g. an ambiguous perturbation type in the group: not used
                     continue
-            cache[dose] = np.mean(parts, axis=0) if parts else 0.0
+            cache[dose] = parts
+        return cache[dose]
+
+    def _typical_residual(self, adata: AnnData, state: dict, dose: float | None) -> np.ndarray | float:
+        """Mean residual of the trained singles observed in the group (at ``dose``)."""
+        parts = self._typical_singles(adata, state, dose)
+        return np.mean([r for _, r in parts], axis=0) if parts else 0.0
+
+    def _novel_anchor(self, adata: AnnData, state: dict, dose: float | None) -> np.ndarray | float:
+        r"""What anchoring adds for a token nobody observed: the trained singles' mean change minus the decoded mean.
+
+        :math:`\frac1n \sum_c (\text{observed}_c) - \text{decode}(\bar e)`, with :math:`\bar e` the mean learned
+        effect of the trained singles observed in the group (at ``dose``). With the token's effect shrunk to
+        :math:`\bar e + \alpha (e - \bar e)` (``novelty_scale``), the prediction is the mean observed change of
+        those singles plus what the token's own deviation changes in the decoding: at :math:`\alpha = 0`, exactly
+        the mean change. The decoding of the mean effect is not the mean of the decodings (the head is nonlinear),
+        so the mean residual alone would leave that gap in the prediction.
+        """
+        cache = state.setdefault("novel", {})
+        if dose not in cache:
+            parts = self._typical_singles(adata, state, dose)
+            if not parts:
+                cache[dose] = 0.0
+            else:
+                group, context, ptype = state["group"], state["context"], state["ptype"]
+                decoded = []
+                for gene, residual in parts:
+                    single = Perturbation((gene,), None if dose is None else (dose,))
+                    shift = self._effect(group, context, single, ptype)["shift"]
+                    decoded.append(self._decode(state["z_ctrl_t"], shift) + residual)
+                mean_effect = self._mean_effect(context, dose, ptype)[None]
+                cache[dose] = np.mean(decoded, axis=0) - self._decode(state["z_ctrl_t"], mean_effect)
         return cache[dose]
 
     def _measures_shared(self, state: dict) -> bool:
@@ -245,7 +277,7 @@ class AnchoringMixin:
                     continue
         if others:
             return np.mean(others, axis=0)
-        return self._typical_residual(adata, own, dose) if novel else 0.0
+        return self._novel_anchor(adata, own, dose) if novel else 0.0
 
     def _anchored_observed(self, group: CovariateGroup, perturbation: Perturbation, dosed: bool) -> bool:
         """Whether anchoring returns the observed change: a single observed in the group, without doses."""
