@@ -114,8 +114,10 @@ class PerturbationMixin(CompositionMixin):
         anchor
             Anchor each gene observed alone in the group (without doses) to its observed change: its decoded
             effect is corrected by the decoding's residual on its observed single, so a seen single returns its
-            observed change and a combination of seen singles starts from the additive combination. ``False``:
-            every change is decoded from the model alone.
+            observed change and a combination of seen singles starts from the additive combination of their
+            observed changes, each denoised gene by gene by its sampling variance (genes a single moves within its
+            noise take the change every perturbation of the group shares). ``False``: every change is decoded from
+            the model alone.
         observed
             Return the observed mean change for perturbations observed in the group (``obs["source"]`` says so).
         return_uncertainty
