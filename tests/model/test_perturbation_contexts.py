@@ -221,3 +221,30 @@ def test_untrained_token_at_zero_novelty_predicts_the_trained_singles_mean_chang
     # the decoder's nonlinearity leaves no gap: the mean observed change of the trained singles, exactly
     np.testing.assert_allclose(novel.layers["delta"][0], trained.layers["delta"].mean(0), atol=1e-4)
     assert np.abs(trained.layers["delta"].mean(0)[35:40]).min() > 0.3  # the shared response, not an empty check
+
+
+def test_dosed_combination_members_are_denoised(screen_factory):
+    adata = screen_factory(counts=False)
+    adata.obs["dose"] = np.where(adata.obs.condition == "control", "0", "1")
+    adata.obs.loc[adata.obs.condition == "g0+g1", "dose"] = "1+3"
+    adata.obs.loc[(adata.obs.condition == "g0").to_numpy() & (np.arange(adata.n_obs) % 2 == 0), "dose"] = "3"
+    model = _train(adata, dose_key="dose")
+    cov, singles = {"line": "L1"}, ["g0", "g1", "g2"]
+
+    def change(label, dose, anchor):
+        return model.predict_perturbation(label, covariates=cov, dose=dose, anchor=anchor).layers["delta"][0]
+
+    requests = [(g, 1) for g in singles] + [("g1+g2", "1+1")]
+    # a dosed single's anchored change minus its decoded one: its residual fitted along the dose-response
+    residual = np.array([change(label, d, True) - change(label, d, False) for label, d in requests], np.float64)
+    mean = residual[:3].mean(0)
+
+    def kept(i):  # g1 and g2 are measured at dose 1 only: the fit's variance is that of their mean at dose 1
+        rows = ((adata.obs.condition == singles[i]) & (adata.obs.line == "L1")).to_numpy()
+        noise = np.asarray(adata.X[rows], dtype=np.float64).var(0, ddof=1) / rows.sum()
+        deviation = residual[i] - mean
+        return np.clip(1.0 - noise / np.maximum(deviation**2, 1e-12), 0.0, 1.0)
+
+    expected = 2 * mean + kept(1) * (residual[1] - mean) + kept(2) * (residual[2] - mean)
+    np.testing.assert_allclose(residual[3], expected, atol=1e-4)
+    assert (kept(1) < 1.0).any() and kept(1)[20:30].mean() > 0.9  # noise shrunk, g1's own block kept

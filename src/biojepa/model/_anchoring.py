@@ -15,7 +15,8 @@ observed change where one exists, so predictions start from what was measured an
   itself, and only what is specific to the gene is borrowed. In a group without observed trained singles (a cell
   line never seen perturbed), the whole residual of the other groups;
 * with doses: the residual fitted over the single's training doses as a multiple of its learned dose-response,
-  evaluated at the requested dose (so an unseen dose moves along the learned Hill curve);
+  evaluated at the requested dose (so an unseen dose moves along the learned Hill curve); inside a combination,
+  denoised the same way as without doses;
 * a token the perturbation loss never trained with this perturbation type and nobody observed (a gene never
   perturbed, or only knocked down when an activation is asked for; a compound known from its features): the mean
   observed change of the trained singles observed in the group, at the nearest doses, minus the decoding of their
@@ -56,7 +57,7 @@ class AnchoringMixin:
             state["residuals"][key] = (observed - self._decode(state["z_ctrl_t"], single["shift"]), single["gate"])
         return state["residuals"][key][0]
 
-    def _denoised_residual(self, adata: AnnData, state: dict, gene: str) -> np.ndarray:
+    def _denoised_residual(self, adata: AnnData, state: dict, gene: str, dose: float | None = None):
         r"""Residual of ``gene`` in the group, each gene's part shrunk towards the group's mean residual by its noise.
 
         The observed mean change of a single over its :math:`n` cells carries sampling noise of per-gene variance
@@ -66,21 +67,48 @@ class AnchoringMixin:
         factor, :math:`d_g^2 - v_g` estimating the squared signal of :math:`d_g^2`. A gene the single moves well
         beyond its noise keeps the observed change; one within its noise moves to what every perturbation of the
         group shares. No constant is set by hand: the factor follows from the measured variances. It matters where
-        the members' noises add up, in a combination. The raw residual where the group has no other trained single
-        to shrink towards.
+        the members' noises add up, in a combination. With ``dose``, the residual fitted along the dose-response
+        (:meth:`_dosed_residual`), its variance propagated through that fit, and the mean residual at ``dose``
+        (``None`` where the single was not measured in the group). The raw residual where the group has no other
+        trained single to shrink towards.
         """
         cache = state.setdefault("denoised", {})
-        if gene not in cache:
-            r = self._residual(adata, state, gene)
-            mean = self._typical_residual(adata, state, None)
-            if not np.ndim(mean):  # no trained single observed in the group
-                cache[gene] = r
+        if (gene, dose) not in cache:
+            if dose is None:
+                r = self._residual(adata, state, gene)
+            else:
+                r = self._dosed_residual(adata, state, gene, dose)
+            mean = self._typical_residual(adata, state, dose)
+            if r is None or not np.ndim(mean):  # unmeasured, or no trained single observed in the group
+                cache[(gene, dose)] = r
             else:
                 deviation = r - mean
-                noise = self._mean_sampling_variance(adata, state["group"].singles[gene])
+                if dose is None:
+                    noise = self._mean_sampling_variance(adata, state["group"].singles[gene])
+                else:
+                    noise = self._gate(state, gene, dose) ** 2 * self._dosed_fit_variance(adata, state, gene)
                 keep = np.clip(1.0 - noise / np.maximum(deviation**2, 1e-12), 0.0, 1.0)
-                cache[gene] = mean + keep * deviation
-        return cache[gene]
+                cache[(gene, dose)] = mean + keep * deviation
+        return cache[(gene, dose)]
+
+    def _dosed_fit_variance(self, adata: AnnData, state: dict, gene: str) -> np.ndarray:
+        r"""Per-gene sampling variance of the dose fit :math:`r = \sum_i h_i \rho_i / \sum_i h_i^2` of ``gene``.
+
+        :math:`\sum_i h_i^2 v_i / (\sum_i h_i^2)^2`, with :math:`v_i` the sampling variance of the single's mean at
+        its measured dose :math:`d_i` and :math:`h_i` the learned dose-response there.
+        """
+        fits = state.setdefault("dose_fit_variance", {})
+        if gene not in fits:
+            group = state["group"]
+            doses = group.single_doses.get(gene, np.array([]))
+            num, den = 0.0, 0.0
+            for d in np.unique(doses[np.isfinite(doses) & (doses > 0)]):
+                h = self._gate(state, gene, float(d))
+                rows = group.singles[gene][np.isclose(doses, d)]
+                num = num + h * h * self._mean_sampling_variance(adata, rows)
+                den += h * h
+            fits[gene] = num / den**2 if den > 1e-12 else np.zeros(adata.n_vars)
+        return fits[gene]
 
     def _gate(self, state: dict, gene: str, dose: float) -> float:
         """Learned dose-response of ``gene`` at ``dose`` in the group of ``state``."""
@@ -251,7 +279,7 @@ class AnchoringMixin:
         if gene in group.singles:
             if dose is None:
                 return self._denoised_residual(adata, own, gene) if combined else self._residual(adata, own, gene)
-            found = self._dosed_residual(adata, own, gene, dose)
+            found = (self._denoised_residual if combined else self._dosed_residual)(adata, own, gene, dose)
             if found is not None:
                 return found
         # Only where the group measured its own shared residual is the gene's own part borrowed; in a context never
