@@ -18,6 +18,15 @@ def _train(adata, epochs=3, **setup):
     return model
 
 
+def _dosed(screen_factory):
+    """A model trained with doses: singles at dose 1, half of g0's cells at 3, the double g0+g1 at ``1+3``."""
+    adata = screen_factory(counts=False)
+    adata.obs["dose"] = np.where(adata.obs.condition == "control", "0", "1")
+    adata.obs.loc[adata.obs.condition == "g0+g1", "dose"] = "1+3"
+    adata.obs.loc[(adata.obs.condition == "g0").to_numpy() & (np.arange(adata.n_obs) % 2 == 0), "dose"] = "3"
+    return _train(adata, dose_key="dose"), adata
+
+
 def test_new_cell_line_from_its_control_cells(screen_factory):
     full = screen_factory(counts=False)
     l1 = full[(full.obs.line == "L1").to_numpy()].copy()
@@ -53,11 +62,7 @@ def test_context_without_control_cells_is_an_error(screen_factory):
 
 
 def test_dose_changes_predictions_and_follows_its_gene(screen_factory):
-    adata = screen_factory(counts=False)
-    adata.obs["dose"] = np.where(adata.obs.condition == "control", "0", "1")
-    adata.obs.loc[adata.obs.condition == "g0+g1", "dose"] = "1+3"
-    adata.obs.loc[(adata.obs.condition == "g0").to_numpy() & (np.arange(adata.n_obs) % 2 == 0), "dose"] = "3"
-    model = _train(adata, dose_key="dose")
+    model, adata = _dosed(screen_factory)
     cov = {"line": "L1"}
     low, high = (model.predict_perturbation("g0", covariates=cov, dose=d) for d in (1, 3))
     assert not np.allclose(low.layers["delta"], high.layers["delta"], atol=1e-6)
@@ -224,11 +229,7 @@ def test_untrained_token_at_zero_novelty_predicts_the_trained_singles_mean_chang
 
 
 def test_dosed_combination_members_are_denoised(screen_factory):
-    adata = screen_factory(counts=False)
-    adata.obs["dose"] = np.where(adata.obs.condition == "control", "0", "1")
-    adata.obs.loc[adata.obs.condition == "g0+g1", "dose"] = "1+3"
-    adata.obs.loc[(adata.obs.condition == "g0").to_numpy() & (np.arange(adata.n_obs) % 2 == 0), "dose"] = "3"
-    model = _train(adata, dose_key="dose")
+    model, adata = _dosed(screen_factory)
     cov, singles = {"line": "L1"}, ["g0", "g1", "g2"]
 
     def change(label, dose, anchor):

@@ -26,6 +26,8 @@ observed change where one exists, so predictions start from what was measured an
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 from anndata import AnnData
 
@@ -40,11 +42,20 @@ def _same_type(a, b) -> bool:
     return bool((a == b).all())
 
 
+class _Single(NamedTuple):
+    """A single observed alone in a group (at one dose): what anchoring reads of it."""
+
+    residual: np.ndarray  # observed change minus the decoding of the learned effect
+    change: np.ndarray  # observed change of the mean log expression
+    variance: np.ndarray  # per-gene sampling variance of that mean
+    gate: float  # learned dose-response at the dose (1 without doses)
+
+
 class AnchoringMixin:
     """Residuals of decoded effects against observed changes (see the module docstring)."""
 
-    def _residual(self, adata: AnnData, state: dict, gene: str, dose: float | None = None) -> np.ndarray:
-        """Observed change of a single (at ``dose``) minus the decoding of its learned effect, in a group."""
+    def _single(self, adata: AnnData, state: dict, gene: str, dose: float | None = None) -> _Single:
+        """A single's observed change (at ``dose``), its sampling variance and its decoding residual, in a group."""
         key = (gene, dose)
         if key not in state["residuals"]:
             group = state["group"]
@@ -53,9 +64,16 @@ class AnchoringMixin:
                 rows = rows[np.isclose(group.single_doses[gene], dose)]
             p = Perturbation((gene,), None if dose is None else (dose,))
             single = self._effect(group, state["context"], p, state["ptype"])
-            observed = self._mean_log_expression(adata, rows) - state["log_ctrl_mean"]
-            state["residuals"][key] = (observed - self._decode(state["z_ctrl_t"], single["shift"]), single["gate"])
-        return state["residuals"][key][0]
+            mean, variance = self._log_moments(adata, rows)
+            observed = mean - state["log_ctrl_mean"]
+            residual = observed - self._decode(state["z_ctrl_t"], single["shift"])
+            gate = 1.0 if single["gate"] is None else float(single["gate"][0, 0])
+            state["residuals"][key] = _Single(residual, observed, variance, gate)
+        return state["residuals"][key]
+
+    def _residual(self, adata: AnnData, state: dict, gene: str, dose: float | None = None) -> np.ndarray:
+        """Observed change of a single (at ``dose``) minus the decoding of its learned effect, in a group."""
+        return self._single(adata, state, gene, dose).residual
 
     def _denoised_residual(self, adata: AnnData, state: dict, gene: str, dose: float | None = None):
         r"""Residual of ``gene`` in the group, each gene's part shrunk towards the group's mean residual by its noise.
@@ -68,59 +86,39 @@ class AnchoringMixin:
         beyond its noise keeps the observed change; one within its noise moves to what every perturbation of the
         group shares. No constant is set by hand: the factor follows from the measured variances. It matters where
         the members' noises add up, in a combination. With ``dose``, the residual fitted along the dose-response
-        (:meth:`_dosed_residual`), its variance propagated through that fit, and the mean residual at ``dose``
-        (``None`` where the single was not measured in the group). The raw residual where the group has no other
-        trained single to shrink towards.
+        and its variance through that fit (:meth:`_dose_fit`), and the mean residual at ``dose`` (``None`` where
+        the single was not measured in the group). The raw residual where the group has no other trained single
+        to shrink towards.
         """
         cache = state.setdefault("denoised", {})
         if (gene, dose) not in cache:
+            r = noise = None
             if dose is None:
-                r = self._residual(adata, state, gene)
-            else:
-                r = self._dosed_residual(adata, state, gene, dose)
+                r, _, noise, _ = self._single(adata, state, gene)
+            elif (fit := self._dose_fit(adata, state, gene)) is not None and dose > 0:
+                h = self._gate(state, gene, dose)
+                r, noise = h * fit[0], h * h * fit[1]
             mean = self._typical_residual(adata, state, dose)
             if r is None or not np.ndim(mean):  # unmeasured, or no trained single observed in the group
                 cache[(gene, dose)] = r
             else:
                 deviation = r - mean
-                if dose is None:
-                    noise = self._mean_sampling_variance(adata, state["group"].singles[gene])
-                else:
-                    noise = self._gate(state, gene, dose) ** 2 * self._dosed_fit_variance(adata, state, gene)
                 keep = np.clip(1.0 - noise / np.maximum(deviation**2, 1e-12), 0.0, 1.0)
                 cache[(gene, dose)] = mean + keep * deviation
         return cache[(gene, dose)]
-
-    def _dosed_fit_variance(self, adata: AnnData, state: dict, gene: str) -> np.ndarray:
-        r"""Per-gene sampling variance of the dose fit :math:`r = \sum_i h_i \rho_i / \sum_i h_i^2` of ``gene``.
-
-        :math:`\sum_i h_i^2 v_i / (\sum_i h_i^2)^2`, with :math:`v_i` the sampling variance of the single's mean at
-        its measured dose :math:`d_i` and :math:`h_i` the learned dose-response there.
-        """
-        fits = state.setdefault("dose_fit_variance", {})
-        if gene not in fits:
-            group = state["group"]
-            doses = group.single_doses.get(gene, np.array([]))
-            num, den = 0.0, 0.0
-            for d in np.unique(doses[np.isfinite(doses) & (doses > 0)]):
-                h = self._gate(state, gene, float(d))
-                rows = group.singles[gene][np.isclose(doses, d)]
-                num = num + h * h * self._mean_sampling_variance(adata, rows)
-                den += h * h
-            fits[gene] = num / den**2 if den > 1e-12 else np.zeros(adata.n_vars)
-        return fits[gene]
 
     def _gate(self, state: dict, gene: str, dose: float) -> float:
         """Learned dose-response of ``gene`` at ``dose`` in the group of ``state``."""
         eff = self._effect(state["group"], state["context"], Perturbation((gene,), (dose,)), state["ptype"])
         return float(eff["gate"][0, 0])
 
-    def _dosed_residual(self, adata: AnnData, state: dict, gene: str, dose: float) -> np.ndarray | None:
-        r"""Residual of ``gene`` at ``dose``: ``h(dose) r``, with ``r`` fitted over its training doses in the group.
+    def _dose_fit(self, adata: AnnData, state: dict, gene: str) -> tuple[np.ndarray, np.ndarray] | None:
+        r"""Residual per unit of dose-response of ``gene`` in the group and its per-gene sampling variance.
 
-        Least squares over the measured doses :math:`d_i` of the single, :math:`\rho(d_i) \approx h(d_i)\, r`, so
-        the part of the effect the latent misses follows the learned dose-response and the sampling noise of each
-        dose's cells averages out. ``None`` where the single was not measured in the group.
+        Least squares over the measured doses :math:`d_i` of the single, :math:`\rho(d_i) \approx h(d_i)\, r`:
+        :math:`r = \sum_i h_i \rho_i / \sum_i h_i^2`, of variance :math:`\sum_i h_i^2 v_i / (\sum_i h_i^2)^2`
+        with :math:`v_i` that of the single's mean at :math:`d_i`. ``None`` where the single was not measured in
+        the group at a positive dose.
         """
         group = state["group"]
         if gene not in group.singles:
@@ -129,15 +127,25 @@ class AnchoringMixin:
         if gene not in fits:
             measured = np.unique(group.single_doses.get(gene, np.array([])))
             measured = measured[np.isfinite(measured) & (measured > 0)]
-            num, den = 0.0, 0.0
+            num, var, den = 0.0, 0.0, 0.0
             for d in measured:
-                h = self._gate(state, gene, float(d))
-                num = num + h * self._residual(adata, state, gene, float(d))
-                den += h * h
-            fits[gene] = None if den <= 1e-12 else num / den
-        if fits[gene] is None or not dose > 0:
+                single = self._single(adata, state, gene, float(d))
+                num = num + single.gate * single.residual
+                var = var + single.gate**2 * single.variance
+                den += single.gate**2
+            fits[gene] = None if den <= 1e-12 else (num / den, var / den**2)
+        return fits[gene]
+
+    def _dosed_residual(self, adata: AnnData, state: dict, gene: str, dose: float) -> np.ndarray | None:
+        """Residual of ``gene`` at ``dose``: ``h(dose) r``, ``r`` fitted over its training doses (:meth:`_dose_fit`).
+
+        So the part of the effect the latent misses follows the learned dose-response and the sampling noise of each
+        dose's cells averages out. ``None`` where the single was not measured in the group.
+        """
+        fit = self._dose_fit(adata, state, gene)
+        if fit is None or not dose > 0:
             return None
-        return self._gate(state, gene, dose) * fits[gene]
+        return self._gate(state, gene, dose) * fit[0]
 
     def _typical_singles(self, adata: AnnData, state: dict, dose: float | None) -> list[tuple[str, np.ndarray]]:
         """``(gene, residual)`` of the trained singles observed in the group (at ``dose``)."""
@@ -184,13 +192,15 @@ class AnchoringMixin:
                 cache[dose] = 0.0
             else:
                 group, context, ptype = state["group"], state["context"], state["ptype"]
-                decoded = []
+                changes = []
                 for gene, residual in parts:
-                    single = Perturbation((gene,), None if dose is None else (dose,))
-                    shift = self._effect(group, context, single, ptype)["shift"]
-                    decoded.append(self._decode(state["z_ctrl_t"], shift) + residual)
+                    if dose is None:  # observed alone without doses: its observed change, already read
+                        changes.append(self._single(adata, state, gene).change)
+                        continue
+                    shift = self._effect(group, context, Perturbation((gene,), (dose,)), ptype)["shift"]
+                    changes.append(self._decode(state["z_ctrl_t"], shift) + residual)  # along its dose fit
                 mean_effect = self._mean_effect(context, dose, ptype)[None]
-                cache[dose] = np.mean(decoded, axis=0) - self._decode(state["z_ctrl_t"], mean_effect)
+                cache[dose] = np.mean(changes, axis=0) - self._decode(state["z_ctrl_t"], mean_effect)
         return cache[dose]
 
     def _measures_shared(self, state: dict) -> bool:

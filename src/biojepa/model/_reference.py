@@ -73,21 +73,23 @@ class ReferenceMixin:
 
     def _mean_log_expression(self, adata: AnnData, rows: np.ndarray) -> np.ndarray:
         """Mean log1p-normalized expression of ``rows``, accumulated chunk by chunk."""
-        total = np.zeros(adata.n_vars)
-        for log, _, _ in self._row_chunks(adata, rows):
-            total += log.sum(0, dtype=np.float64)
-        return total / max(len(rows), 1)
+        return self._log_moments(adata, rows, variance=False)[0]
 
-    def _mean_sampling_variance(self, adata: AnnData, rows: np.ndarray) -> np.ndarray:
-        """Per-gene sampling variance of the mean log1p-normalized expression of ``rows`` (variance / n)."""
+    def _log_moments(self, adata: AnnData, rows: np.ndarray, variance: bool = True) -> tuple[np.ndarray, np.ndarray]:
+        """Mean log1p-normalized expression of ``rows`` and its per-gene sampling variance (cells' variance / n).
+
+        One pass over the rows, chunk by chunk; the variance is zeros for fewer than two rows or ``variance=False``.
+        """
         total, squares = np.zeros(adata.n_vars), np.zeros(adata.n_vars)
         for log, _, _ in self._row_chunks(adata, rows):
             total += log.sum(0, dtype=np.float64)
-            squares += (log.astype(np.float64) ** 2).sum(0)
+            if variance:
+                squares += (log.astype(np.float64) ** 2).sum(0)
         n = len(rows)
-        if n < 2:
-            return np.zeros(adata.n_vars)
-        return np.maximum(squares - total**2 / n, 0.0) / (n - 1) / n
+        mean = total / max(n, 1)
+        if not variance or n < 2:
+            return mean, np.zeros(adata.n_vars)
+        return mean, np.maximum(squares - total * mean, 0.0) / (n - 1) / n
 
     def _log_expression(self, adata: AnnData, rows: np.ndarray) -> np.ndarray:
         """Dense log1p-normalized expression of ``rows`` (the model's scale before standardization)."""
