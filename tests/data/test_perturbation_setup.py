@@ -76,3 +76,16 @@ def test_check_setup_errors(screen_factory):
     adata.obs.iloc[0, adata.obs.columns.get_loc("condition")] = "g0+"
     with pytest.raises(ValueError, match="'g0\\+'"):
         check_perturbation_setup(adata, "condition", "control", "+", None, None)
+
+
+def test_validation_pairs_hold_out_singles_seen_in_several_groups_of_one_type():
+    from biojepa.perturbation import validation_pairs
+
+    observed = [(f"s{i}", line, "KO") for i in range(6) for line in ("L1", "L2")]
+    observed += [(f"only{i}", "L1", "KO") for i in range(10)]  # in one group: never a candidate
+    observed += [("a", "L1", "KO"), ("a", "L2", "CRISPRa")]  # one group per type: not a candidate either
+    held = validation_pairs(observed, seed=3)
+    assert held == validation_pairs(observed, seed=3)  # deterministic from the seed
+    assert len(held) == round(0.2 * 12) and {label for label, _ in held} <= {f"s{i}" for i in range(6)}
+    assert len({label for label, _ in held}) == len(held)  # one group per single: it stays trained in the other
+    assert validation_pairs(observed[:6], seed=3) == ()  # 6 candidate pairs: too few to hold some out

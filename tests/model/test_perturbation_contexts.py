@@ -4,6 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import scvi
+import torch
 from anndata import AnnData
 
 import biojepa as bj
@@ -249,3 +250,49 @@ def test_dosed_combination_members_are_denoised(screen_factory):
     expected = 2 * mean + kept(1) * (residual[1] - mean) + kept(2) * (residual[2] - mean)
     np.testing.assert_allclose(residual[3], expected, atol=1e-4)
     assert (kept(1) < 1.0).any() and kept(1)[20:30].mean() > 0.9  # noise shrunk, g1's own block kept
+
+
+def test_cross_line_transfer_is_chosen_on_singles_held_out_in_one_line(tmp_path):
+    lines = ["L1", "L2", "L3"]
+    singles = {line: [f"g{i}" for i in range(6)] for line in lines}
+    singles["L3"] = singles["L3"][:-1]  # g5 is asked for in L3, seen in L1 and L2
+    adata = _lines_screen(lines, singles)
+    model = _train(adata)
+    setup, module = model.perturbation_setup_, model.module
+    line_of = {model._group_code((line,)): line for line in lines}
+    held = [divmod(key, module.n_groups) for key in module.pair_holdout.tolist()]
+    held = [(setup.labels[label], line_of[group]) for label, group in held]
+    assert len(held) >= 2 and len({label for label, _ in held}) == len(held)  # at most one line per single
+    assert all(label in singles[line] for label, line in held)  # each observed there, and in another line
+    kappa, beta = model._context_transfer()
+    assert 0.0 <= kappa <= 1.0 and beta > 0.5  # here a gene's own block carries over to every line
+    # no own part trusted: the line's mean observed change over its singles, the TrainMean baseline's prediction
+    module.context_transfer.copy_(torch.tensor([0.0, 0.0]))
+    pred = model.predict_perturbation("g5", covariates={"line": "L3"})
+    mean = bj.baselines.TrainMean().fit(adata, "condition", "control", ["line"])
+    np.testing.assert_allclose(pred.X, mean.predict_perturbation("g5", covariates={"line": "L3"}).X, atol=1e-4)
+    assert abs(pred.layers["delta"][0, 23:26].mean()) < 0.25
+    module.context_transfer.copy_(torch.tensor([0.0, 1.0]))  # the own part observed in L1 and L2, whole
+    assert model.predict_perturbation("g5", covariates={"line": "L3"}).layers["delta"][0, 23:26].mean() > 0.5
+    # saved and loaded, with data whose candidate pairs differ (one line fewer): the held-out pairs come back
+    model.save(tmp_path / "m", overwrite=True)
+    loaded = bj.BioJEPA.load(tmp_path / "m", adata=adata[(adata.obs["line"] != "L3").to_numpy()].copy())
+    assert len(loaded._held_out_pairs(loaded.perturbation_setup_)) != len(held)  # so the saved ones are restored
+    assert torch.equal(loaded.module.pair_holdout, module.pair_holdout)
+    assert torch.equal(loaded.module.context_transfer, module.context_transfer)
+
+
+def test_transfer_shares_are_kept_only_where_they_predict_left_out_pairs():
+    from scipy.optimize import lsq_linear
+
+    from biojepa.model._context_transfer import _validated_shares
+
+    rng = np.random.default_rng(0)
+    terms = [rng.normal(size=(200, 2)) for _ in range(4)]
+    signal = [t @ np.array([0.3, 0.8]) + 0.1 * rng.normal(size=200) for t in terms]
+    np.testing.assert_allclose(_validated_shares(signal, terms), [0.3, 0.8], atol=0.05)
+    # one pair follows its first term, the others do not: the fit on all pairs finds a share that no left-out pair
+    # confirms, so none is kept
+    single = [terms[0][:, 0]] + [rng.normal(size=200) for _ in terms[1:]]
+    assert lsq_linear(np.concatenate(terms), np.concatenate(single), bounds=(0, 1)).x[0] > 0.15
+    np.testing.assert_array_equal(_validated_shares(single, terms), [0.0, 0.0])

@@ -54,6 +54,23 @@ def test_training_step_excludes_held_out_combinations_from_the_perturbation_loss
     assert not rows[torch.as_tensor(condition == "control")].any()
 
 
+def test_training_step_excludes_a_single_held_out_in_one_group_only(screen_factory):
+    model = _model(screen_factory)
+    module = model.module
+    adata = model.adata
+    code = model.perturbation_setup_.labels.index("g0")
+    group = model._group_code(("L1",))
+    module.pair_holdout = torch.tensor([code * module.n_groups + group])
+    loader = model._make_data_loader(adata=adata, batch_size=adata.n_obs, shuffle=False)
+    module.train()
+    _, generative, _ = module(next(iter(loader)))
+    rows = generative[MODULE_KEYS.PERT_ROWS].numpy()
+    g0, line = (adata.obs["condition"] == "g0").to_numpy(), adata.obs["line"].to_numpy()
+    assert g0.any() and set(line[g0]) >= {"L1", "L2"}  # g0 is observed in both lines: the check below can fail
+    assert not rows[g0 & (line == "L1")].any()
+    assert rows[g0 & (line == "L2")].all()
+
+
 def test_plan_rejects_unknown_kwargs_and_bad_momentum(screen_factory):
     module = _model(screen_factory).module
     with pytest.raises(TypeError, match=r"Unknown plan_kwargs \['nope'\]"):

@@ -7,10 +7,12 @@ observed change where one exists, so predictions start from what was measured an
 * a gene observed alone in the group (no doses): its residual there (a seen single returns its observed change);
   inside a combination, that residual denoised first (:meth:`AnchoringMixin._denoised_residual`), so the sampling
   noise of each member's mean does not add up in the composition; else, seen alone in other groups with the same
-  perturbation type (a gene knocked out in other cell lines), the residual this group's trained singles share plus
-  the gene's own part measured there (its residual minus theirs, averaged over those groups, times a scale),
-  or its whole residual there, whichever predicts better the training singles observed in several groups
-  (:meth:`AnchoringMixin._transfer`). Much of a
+  perturbation type (a gene knocked out in other cell lines), the group's mean observed change plus the shares of
+  the gene's learned own effect and of its own part observed there that predict singles held out in one group
+  (:mod:`biojepa.model._context_transfer`); in a model without such pairs, the residual this group's trained
+  singles share plus the gene's own part measured there (its residual minus theirs, averaged over those groups,
+  times a scale), or its whole residual there, whichever predicts better the training singles observed in several
+  groups (:meth:`AnchoringMixin._transfer`). Much of a
   perturbation's change in a cell line is shared by every perturbation of that line; it is measured in the line
   itself, and only what is specific to the gene is borrowed. In a group without observed trained singles (a cell
   line never seen perturbed), the whole residual of the other groups;
@@ -33,6 +35,7 @@ from anndata import AnnData
 
 from ..perturbation import CovariateGroup, Perturbation, interaction_scale
 from ..perturbation._setup import MIN_VALIDATION_SINGLES
+from ._context_transfer import ContextTransferMixin
 
 
 def _same_type(a, b) -> bool:
@@ -51,7 +54,7 @@ class _Single(NamedTuple):
     gate: float  # learned dose-response at the dose (1 without doses)
 
 
-class AnchoringMixin:
+class AnchoringMixin(ContextTransferMixin):
     """Residuals of decoded effects against observed changes (see the module docstring)."""
 
     def _single(self, adata: AnnData, state: dict, gene: str, dose: float | None = None) -> _Single:
@@ -295,6 +298,11 @@ class AnchoringMixin:
         # Only where the group measured its own shared residual is the gene's own part borrowed; in a context never
         # seen with perturbations, the other groups' whole residual is the best guess.
         if dose is None and self._measures_shared(own):  # else the whole residual of the other groups, below
+            chosen = self._context_transfer()  # (kappa, beta) chosen on held-out pairs, else the rule below
+            if chosen is not None and (terms := self._transfer_terms(adata, own, gene, every, state)) is not None:
+                kappa, beta = chosen
+                estimate = terms["shared"] + kappa * terms["deviation"] + beta * terms["own_part"]
+                return estimate - terms["decoded"]
             rest = self._elsewhere(adata, gene, group.values, own["ptype"], every, state)
             scale = self._transfer(adata, own, every, state) if rest else None
             if scale is not None:

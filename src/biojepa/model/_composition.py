@@ -175,7 +175,7 @@ class CompositionMixin(AnchoringMixin, ReferenceMixin):
 
     # ------------------------------------------------------------------ strengths chosen on held-out labels
     def _after_training(self) -> None:
-        """Choose the interaction's strength and the novelty scale on the labels held out from the loss."""
+        """Choose the interaction's strength, the novelty scale and the cross-group transfer on held-out cells."""
         if getattr(self, "perturbation_setup_", None) is None:
             return
         held = self._holdout_shifts()
@@ -205,6 +205,7 @@ class CompositionMixin(AnchoringMixin, ReferenceMixin):
                 novelty,
                 len(singles),
             )
+        self._choose_context_transfer()
 
     def _trained_with(self, ptype) -> tuple[np.ndarray, np.ndarray]:
         """Vocabulary trained with perturbation type ``ptype``: ``(trained, singles)``.

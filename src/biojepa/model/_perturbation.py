@@ -42,6 +42,7 @@ class PerturbationMixin(CompositionMixin):
             "condition_genes": torch.from_numpy(setup.condition_genes()),
             "condition_dose": torch.from_numpy(dose) if dose is not None else None,
             "condition_holdout": torch.from_numpy(setup.holdout_mask()),
+            "condition_group_holdout": torch.from_numpy(self._held_out_pairs(setup)),
             "n_extra_genes": len(setup.vocabulary) - setup.n_measured,
             "n_perturbation_types": len(setup.types),
         }

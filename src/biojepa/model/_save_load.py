@@ -68,7 +68,16 @@ def _read_current(model_path: Path, meta_path: Path, map_location) -> tuple[dict
 
 
 #: module buffers that folders of earlier releases may lack: they keep the values the module starts with
-_ADDED_BUFFERS = ("condition_holdout", "interaction_scale", "novelty_scale", "perturbation.dose_center")
+_ADDED_BUFFERS = (
+    "condition_holdout",
+    "interaction_scale",
+    "novelty_scale",
+    "perturbation.dose_center",
+    "pair_holdout",
+    "context_transfer",
+)
+#: buffers whose length is the data's (held-out pairs): the saved one replaces the module's before loading
+_SIZED_BUFFERS = ("pair_holdout",)
 #: weights of earlier releases that the module no longer has (the dose term of perturbation tokens, replaced by
 #: the dose-response)
 _REMOVED_WEIGHTS = ("perturbation.dose.weight",)
@@ -272,6 +281,9 @@ class SaveLoadMixin:
                 ", ".join(removed),
             )
             state = {k: v for k, v in state.items() if k not in removed}
+        for key in _SIZED_BUFFERS:
+            if key in state and key in own and state[key].shape != own[key].shape:
+                setattr(model.module, key, state[key].clone())
         model.module.load_state_dict(state)
         model.to_device(torch_device)
         model.module.eval()

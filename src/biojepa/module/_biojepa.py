@@ -86,6 +86,10 @@ class BioJEPAModule(ModalityMixin, TaskSamplesMixin, BaseModuleClass):
         ``(n_conditions,)`` whether a label is held out from the perturbation loss (its cells choose, after
         training, the interaction's strength, the ``interaction_scale`` buffer, and how far to trust tokens never
         trained, the ``novelty_scale`` buffer); ``None``: none.
+    condition_group_holdout
+        ``(n_pairs, 2)`` (label code, covariate-group code) pairs of singles held out from the perturbation loss in
+        that group only (their cells choose, after training, how far a single's effect carries to a group that did
+        not observe it, the ``context_transfer`` buffer); ``None``: none.
     n_extra_genes
         Perturbed genes that are not measured (learned identity embeddings).
     n_perturbation_types
@@ -165,6 +169,7 @@ class BioJEPAModule(ModalityMixin, TaskSamplesMixin, BaseModuleClass):
         condition_genes: torch.Tensor | None = None,
         condition_dose: torch.Tensor | None = None,
         condition_holdout: torch.Tensor | None = None,
+        condition_group_holdout: torch.Tensor | None = None,
         n_extra_genes: int = 0,
         n_perturbation_types: int = 0,
         perturbation_features: torch.Tensor | None = None,
@@ -253,6 +258,7 @@ class BioJEPAModule(ModalityMixin, TaskSamplesMixin, BaseModuleClass):
                 condition_genes,
                 condition_dose,
                 condition_holdout,
+                condition_group_holdout,
                 n_embed,
                 n_extra_genes,
                 n_perturbation_types,

@@ -24,6 +24,7 @@ class TaskSamplesMixin:
         condition_genes,
         condition_dose,
         condition_holdout,
+        condition_group_holdout,
         n_embed,
         n_extra,
         n_types,
@@ -40,6 +41,13 @@ class TaskSamplesMixin:
         if condition_holdout is not None:
             holdout = torch.as_tensor(condition_holdout).bool()
         self.register_buffer("condition_holdout", holdout)
+        pairs = torch.zeros((0, 2), dtype=torch.long)
+        if condition_group_holdout is not None:
+            pairs = torch.as_tensor(condition_group_holdout).long().reshape(-1, 2)
+        # one key per held-out (label, covariate group) pair: a set of pairs, not a dense n_labels x n_groups table
+        self.register_buffer("pair_holdout", pairs[:, 0] * self.n_groups + pairs[:, 1])
+        # (learned-effect share, own-part share) chosen after training on those pairs; NaN: not chosen
+        self.register_buffer("context_transfer", torch.full((2,), float("nan")))
         self.register_buffer("interaction_scale", torch.tensor(0.0))  # chosen after training on held-out combinations
         self.register_buffer("novelty_scale", torch.tensor(1.0))  # chosen after training on held-out singles
         self.register_buffer(
@@ -109,7 +117,9 @@ class TaskSamplesMixin:
         group's control target latents plus the effects; the effects are conditioned on a context built from the mean
         online latent ``z`` of the group's control cells in the minibatch (the running mean when it has none), so
         the perturbation loss shapes the encoder while the shift stays measured in the target space. Cells of held-out
-        combinations (``condition_holdout``) get no loss: they choose the interaction's strength after training.
+        combinations (``condition_holdout``) get no loss: they choose the interaction's strength after training; nor do
+        the cells of singles held out in one covariate group (``pair_holdout``), which choose how far an effect
+        carries to a group that did not observe it.
         """
         genes, doses = self.lookup_condition(perturbation, dose)
         is_control = (genes < 0).all(1)
@@ -139,7 +149,8 @@ class TaskSamplesMixin:
             "control_z": control_z,
             "rows": valid.any(1)
             & (self.control_seen[group] > 0)
-            & ~self.condition_holdout[perturbation.long().view(-1)],
+            & ~self.condition_holdout[perturbation.long().view(-1)]
+            & ~torch.isin(perturbation.long().view(-1) * self.n_groups + group, self.pair_holdout),
             "multi": multi,
             "segment": segment,
         }

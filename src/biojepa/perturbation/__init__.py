@@ -4,7 +4,7 @@ from ._calibrate import interaction_scale
 from ._features import PerturbationFeatures
 from ._groups import CovariateGroup, covariate_groups, select_groups
 from ._labels import PERTURBATION_COLUMN, canonical_label, condition_frame, group_codes, pseudobulk
-from ._setup import PerturbationSetup, check_perturbation_setup, validation_labels, validation_singles
+from ._setup import PerturbationSetup, check_perturbation_setup, validation_labels, validation_pairs, validation_singles
 from ._value import CONTROL_ALIASES, Perturbation, parse_dose, parse_perturbation
 
 __all__ = [
@@ -25,5 +25,6 @@ __all__ = [
     "pseudobulk",
     "select_groups",
     "validation_labels",
+    "validation_pairs",
     "validation_singles",
 ]

@@ -291,3 +291,36 @@ def validation_singles(labels: Sequence[str], control_value: str, delimiter: str
     n = max(2, round(VALIDATION_FRACTION * len(singles)))
     chosen = np.random.default_rng(seed + 1).choice(len(singles), n, replace=False)
     return tuple(sorted(singles[i] for i in chosen))
+
+
+def validation_pairs(observed, seed: int = 0) -> tuple[tuple, ...]:
+    """(single, group) pairs held out from the perturbation loss to choose how far an effect carries to a new group.
+
+    ``observed`` holds one ``(label, group, type)`` triple per single observed alone in a covariate group (with
+    control cells there). A single observed, with one type, in two or more groups is a candidate in each of them:
+    predicting it in one group from the others is what a user asks of a gene perturbed in another cell line. With
+    at least ``MIN_VALIDATION_SINGLES`` candidate pairs, ``VALIDATION_FRACTION`` of them (at least 2) are held out
+    at random from ``seed``, at most one per single, so each stays trained in another group; otherwise none.
+    Their observed changes choose, after training, how much of a single's learned and observed own effect
+    elsewhere to trust in a group that did not observe it.
+
+    Examples
+    --------
+    >>> from biojepa.perturbation import validation_pairs
+    >>> observed = [(label, line, 0) for label in range(5) for line in ("x", "y")]
+    >>> held = validation_pairs(observed)
+    >>> len(held), len({label for label, _ in held}), validation_pairs(observed[:6])
+    (2, 2, ())
+    """
+    groups: dict[tuple, list] = {}
+    for label, group, kind in observed:
+        groups.setdefault((label, kind), []).append(group)
+    shared = {key: sorted(set(g), key=str) for key, g in groups.items() if len(set(g)) >= 2}
+    n_candidates = sum(len(g) for g in shared.values())
+    if n_candidates < MIN_VALIDATION_SINGLES:
+        return ()
+    keys = sorted(shared, key=str)
+    n = min(len(keys), max(2, round(VALIDATION_FRACTION * n_candidates)))
+    rng = np.random.default_rng(seed + 2)
+    held = [(keys[i][0], shared[keys[i]][rng.integers(len(shared[keys[i]]))]) for i in rng.choice(len(keys), n, False)]
+    return tuple(sorted(held, key=str))
