@@ -168,7 +168,7 @@ def perturbation_run(name: str, adata: ad.AnnData, seed: int, epochs: int, flow_
         nearest = seen[np.argmin(((emb_seen.X - emb_test.X[i]) ** 2).sum(1))]
         near_rows = np.flatnonzero(labels == nearest)
         candidates = {
-            "BioJEPA flow": gen_log[(cells.obs[KEY] == label).to_numpy()][:n],
+            "BioJEPA flow": gen_log[rng.permutation(np.flatnonzero((cells.obs[KEY] == label).to_numpy()))[:n]],
             "ShiftedControl": shifted,
             "NearestSeen": log_all[rng.choice(near_rows, n)],
             "Control": log_all[pick],
@@ -195,7 +195,8 @@ def perturbation_run(name: str, adata: ad.AnnData, seed: int, epochs: int, flow_
             unc_rows.append({"split": name, "seed": seed, "n": len(test),
                              "spearman_uncertainty": spearmanr(unc.obs["uncertainty"], error)[0],
                              "spearman_delta_size": spearmanr(size, error)[0]})  # fmt: skip
-    seconds = {"jepa_s": jepa_s, "flow_s": flow_s, "sample_s": sample_s}
+    seconds = {"jepa_s": jepa_s, "flow_s": flow_s, "sample_s": sample_s,
+               "spread": model.generative_config_["spread"]}  # fmt: skip
     return {"distances": rows, "coverage": cov_rows, "uncertainty": unc_rows, "seconds": seconds}
 
 
@@ -288,6 +289,10 @@ def report(dist: pd.DataFrame, cov: pd.DataFrame, unc: pd.DataFrame, seconds: pd
     lines += ["## Run time (s, per seed)", ""]
     lines += [seconds.groupby("split")[["jepa_s", "flow_s", "sample_s"]].agg(mean_sd).reset_index()
               .to_markdown(index=False), ""]  # fmt: skip
+    if "spread" in seconds:  # perturbation splits: the share of the flows' per-cell spread chosen out of bag
+        lines += ["## Spread kept by sampled cells (per seed)", ""]
+        spreads = seconds.dropna(subset=["spread"]).groupby("split")["spread"].agg(lambda v: ", ".join(map(str, v)))
+        lines += [spreads.reset_index().to_markdown(index=False), ""]
     return "\n".join(lines)
 
 

@@ -172,3 +172,25 @@ def test_trajectory_cells_at_a_later_time():
     assert (np.asarray(cells.X) == np.round(np.asarray(cells.X))).all()  # synthetic_iid holds counts
     with pytest.raises(ValueError, match=r"\[36.0\] are not after the latest observation"):
         model.sample_trajectory([36.0, 48.0])
+
+
+def test_generated_cells_are_centred_on_the_point_prediction(screen_factory):
+    adata = screen_factory(counts=False, n_cells=20)
+    model = _model(adata, epochs=3)
+    model.train_generative(max_epochs=5, n_ensemble=1)
+    assert model.generative_config_["spread"] in (0.0, 0.25, 0.5, 0.75, 1.0)  # chosen on out-of-bag populations
+    pred = model.predict_perturbation("g0+g1", covariates={"line": "L1"}).layers["delta"][0]
+    up = pred > 0.5  # raised genes: no cell is clipped at zero there
+    assert up.sum() >= 10
+
+    def change(spread):
+        model.generative_config_["spread"] = spread
+        cells = model.sample_perturbation("g0+g1", n_cells=4000, covariates={"line": "L1"}, seed=2)
+        moved = np.asarray(cells.X) - np.asarray(adata[cells.obs["source_cell"].astype(str).to_numpy()].X)
+        return moved[:, up]
+
+    # each source cell is drawn 4000 / 20 times on average: its mean over the draws is the centre measured on all
+    whole, none = change(1.0), change(0.0)
+    np.testing.assert_allclose(whole.mean(0), pred[up], atol=0.05)
+    assert whole.std(0).mean() > 1e-3  # the cells spread around it: the flow's per-cell changes
+    np.testing.assert_allclose(none, np.broadcast_to(pred[up], none.shape), atol=1e-4)  # no spread: the prediction

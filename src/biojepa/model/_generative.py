@@ -23,6 +23,7 @@ from ..nn import VelocityField, flow_matching_loss, ot_pairing
 from ..perturbation import Perturbation
 from ._sampling import SamplingMixin
 from ._save_load import _rank
+from ._spread import SpreadMixin
 from ._uncertainty import UncertaintyMixin
 
 logger = logging.getLogger(__name__)
@@ -37,7 +38,7 @@ def _bootstrap(n: int, member: int, seed: int) -> np.ndarray:
     return np.random.default_rng([seed, member]).integers(0, n, n)
 
 
-class FlowTrainingMixin:
+class FlowTrainingMixin(SpreadMixin):
     """``train_generative``: fit the flow ensemble on the populations observed in training; saved with the model."""
 
     def train_generative(
@@ -64,7 +65,9 @@ class FlowTrainingMixin:
         and the source's mean latent; its velocity is that shift plus a learned departure, so it generalizes to an
         unseen perturbation or time through the predictor. Member 0 of the ensemble sees every population pair, the
         others a bootstrap resample of them; their disagreement is the epistemic part of
-        :meth:`predict_uncertainty`. The JEPA weights are not changed.
+        :meth:`predict_uncertainty`, and the perturbation pairs each leaves out choose how much of the flow's
+        per-cell spread sampled cells keep around the predicted mean (``model.generative_config_["spread"]``; see
+        :meth:`sample_perturbation`). The JEPA weights are not changed.
 
         Parameters
         ----------
@@ -126,15 +129,17 @@ class FlowTrainingMixin:
             "n_ensemble": n_ensemble,
         }
         steps = max(1, int(round(np.median([len(p["target"]) for p in pairs]) / batch_size))) * max_epochs
-        fields, losses = nn.ModuleList(), []
+        fields, losses, members = nn.ModuleList(), [], []
         for member in range(n_ensemble):
             torch.manual_seed(seed * 1000 + member)
             field = VelocityField(n_latent, 2 * n_latent, n_hidden, n_layers).to(self.device)
-            picked = [pairs[i] for i in _bootstrap(len(pairs), member, seed)]
+            members.append(_bootstrap(len(pairs), member, seed))
+            picked = [pairs[i] for i in members[-1]]
             gen = torch.Generator().manual_seed(seed * 1000 + member)
             losses.append(self._fit_flow(field, picked, steps, batch_size, lr, weight_decay, sigma, gen))
             fields.append(field.eval())
         self._flow_fields = fields
+        config["spread"] = self._choose_spread(pairs, fields, members, seed)
         table = pd.DataFrame(
             {
                 "kind": [p["kind"] for p in pairs],
@@ -180,7 +185,8 @@ class FlowTrainingMixin:
             except ValueError as err:  # e.g. a group with several perturbation types
                 logger.warning("Covariate group %s left out of the generative head: %s", group.values, err)
                 continue
-            source = self._target_latent(adata, _subsample(group.control, max_cells, rng))
+            source_rows = _subsample(group.control, max_cells, rng)
+            source = self._target_latent(adata, source_rows)
             for r in results:
                 rows = _subsample(group.observed[r["perturbation"].genes], max_cells, rng)
                 target = self._target_latent(adata, rows)
@@ -193,6 +199,8 @@ class FlowTrainingMixin:
                         "group": "/".join(map(str, group.values)),
                         "source": source,
                         "target": target,
+                        "source_rows": source_rows,
+                        "target_rows": rows,
                         "condition": np.concatenate([shift, source.mean(0)]).astype(np.float32),
                     }
                 )

@@ -15,6 +15,9 @@ from ..data import get_matrix
 from ..nn import integrate
 from ._reference import _CHUNK
 
+#: Control cells carried by the flow to measure the mean change that generated cells are centred on.
+_CENTRING_CELLS = 500
+
 
 class SamplingMixin:
     """``sample_perturbation`` and ``sample_trajectory``: AnnData of generated cells, streamed in chunks."""
@@ -37,11 +40,15 @@ class SamplingMixin:
         Each generated cell starts from a control cell of the group, drawn with replacement: its target latent is
         carried by the flow (:meth:`train_generative`) conditioned on the predicted latent shift of the
         perturbation, and its expression is the control cell's own expression moved by the expression head's change
-        along that path, plus, with ``anchor``, the correction that anchoring makes to the mean change in
-        :meth:`predict_perturbation` (member genes observed alone). Log-normalized input gives log-normalized cells;
-        count input gives counts, by binomial thinning of the control cell's counts where expression falls and added
-        Poisson counts where it rises, so library sizes and noise stay those of real cells
-        :cite:p:`gerard2020thinning`.
+        along that path, centred so that the mean change of the cells is the point prediction of
+        :meth:`predict_perturbation` (anchored with ``anchor``): the flow gives how cells spread around the
+        predicted mean, not the mean itself, whose own error would otherwise add to that of the prediction. The
+        centre is measured by carrying up to 500 of the group's control cells once. Each cell keeps the share of
+        its departure from that mean chosen by :meth:`train_generative` on the populations its bootstrap flows
+        left out (``model.generative_config_["spread"]``; 0: every cell gets the predicted change).
+        Log-normalized input gives log-normalized cells; count input gives counts, by binomial thinning of the
+        control cell's counts where expression falls and added Poisson counts where it rises, so library sizes and
+        noise stay those of real cells :cite:p:`gerard2020thinning`.
         Cells are made ``chunk_size`` at a time, so memory holds one chunk and the result.
 
         Parameters
@@ -202,9 +209,9 @@ class SamplingMixin:
     def _perturbation_states(self, adata, groups, parsed, perturbation_type, anchor: bool = True) -> Iterator[dict]:
         """Per (covariate group, perturbation): control rows, their latents, the flow condition and the offset.
 
-        The offset is what anchoring adds to the decoded mean change in :meth:`predict_perturbation` (each member
-        gene observed alone corrected to its observed change), added to every generated cell, so the cells start
-        from the same mean change as the point prediction.
+        ``d_log`` is the decoded mean change without anchoring; the offset is what anchoring adds to it in
+        :meth:`predict_perturbation` (each member gene observed alone corrected to its observed change).
+        :meth:`_generate` centres the generated cells on their sum, the point prediction.
         """
         results = self._compose(adata, groups, parsed, perturbation_type, 500, 0, anchor=False)
         offsets = [0.0] * len(results)
@@ -222,31 +229,52 @@ class SamplingMixin:
             yield {**r, "control": group.control, "z_control": z_control, "condition": condition, "offset": offset}
 
     @torch.inference_mode()
-    def _generate(self, adata, state, n_cells, rng, n_steps, chunk_size, member: int | None = 0):
+    def _generate(self, adata, state, n_cells, rng, n_steps, chunk_size, member: int | None = 0, centre: bool = True):
         """Yield ``(source rows, generated latents, expression)`` chunks of ``n_cells`` cells from one source state.
 
-        ``member``: use that flow of the ensemble for every cell; ``None`` draws one per cell.
+        ``member``: use that flow of the ensemble for every cell; ``None`` draws one per cell. ``centre``: centre a
+        perturbation's cells on its point prediction (see :meth:`sample_perturbation`); ``False`` keeps the flow's
+        own mean, whose disagreement across the ensemble is what :meth:`predict_uncertainty` measures.
         """
         fields = self._flows()
         control, z_control = np.asarray(state["control"]), state["z_control"]
         condition = torch.as_tensor(state["condition"], device=self.device)
-        for start in range(0, n_cells, chunk_size):
-            n = min(chunk_size, n_cells - start)
-            pick = np.sort(rng.integers(0, len(control), n))
-            members = np.full(n, member) if member is not None else rng.integers(0, len(fields), n)
+
+        def carry(pick):
+            members = np.full(len(pick), member) if member is not None else rng.integers(0, len(fields), len(pick))
             z0 = torch.as_tensor(z_control[pick], device=self.device)
             z1 = torch.empty_like(z0)
             for m in np.unique(members):
                 sel = torch.as_tensor(np.flatnonzero(members == m), device=self.device)
                 z1[sel] = integrate(fields[int(m)], z0[sel], condition.expand(len(sel), -1), n_steps)
-            offset = state.get("offset", 0.0)
-            yield control[pick], z1.cpu().numpy(), self._decode_cells(adata, control[pick], z0, z1, rng, offset)
+            return z0, z1
+
+        offset, spread = state.get("offset", 0.0), 1.0
+        if centre and "d_log" in state:  # centre the cells on the point prediction: the flow gives their spread
+            spread = float(getattr(self, "generative_config_", {}).get("spread", 1.0))
+            reference = np.sort(rng.choice(len(control), min(len(control), _CENTRING_CELLS), replace=False))
+            z0, z1 = carry(reference)
+            offset = offset + state["d_log"] - spread * self._head_change(z0, z1).mean(0)
+        for start in range(0, n_cells, chunk_size):
+            pick = np.sort(rng.integers(0, len(control), min(chunk_size, n_cells - start)))  # rows read in order
+            z0, z1 = carry(pick)
+            cells = self._decode_cells(adata, control[pick], z0, z1, rng, offset, spread)
+            order = rng.permutation(len(pick))  # cells in random order: any first k of them are a random draw
+            yield control[pick][order], z1.cpu().numpy()[order], cells[order]
 
     @torch.inference_mode()
-    def _decode_cells(self, adata, rows, z0: torch.Tensor, z1: torch.Tensor, rng, offset=0.0) -> np.ndarray:
-        """Source cells' expression moved by the head's change from ``z0`` to ``z1`` (plus ``offset``), input scale."""
+    def _head_change(self, z0: torch.Tensor, z1: torch.Tensor) -> np.ndarray:
+        """``(n, G)`` change of log expression the expression head reads from ``z0`` to ``z1``."""
         head = self.module.expression_head
-        change = ((head(z1) - head(z0)).double() * self.module.gene_std.double()).cpu().numpy()  # (n, G) log scale
+        return ((head(z1) - head(z0)).double() * self.module.gene_std.double()).cpu().numpy()
+
+    @torch.inference_mode()
+    def _decode_cells(self, adata, rows, z0, z1, rng, offset=0.0, spread: float = 1.0) -> np.ndarray:
+        """Source cells' expression moved by ``spread`` times the head's change from ``z0`` to ``z1`` plus ``offset``.
+
+        On the input scale.
+        """
+        change = spread * self._head_change(z0, z1)  # (n, G) log scale
         out = []
         for start, (log, raw, lib) in zip(range(0, len(rows), _CHUNK), self._row_chunks(adata, rows), strict=True):
             moved = log + change[start : start + len(log)] + offset

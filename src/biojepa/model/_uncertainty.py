@@ -219,7 +219,8 @@ class UncertaintyMixin:
                 control_noise[values] = self._observed_var(ref, state["group"].control) / len(state["group"].control)
             spread[i] += control_noise[values]
             for m in range(len(self._flows())):
-                cells = np.vstack([x for _, _, x in self._generate(ref, state, n_samples, rng, 10, 10_000, m)])
+                chunks = self._generate(ref, state, n_samples, rng, 10, 10_000, m, centre=False)
+                cells = np.vstack([x for _, _, x in chunks])
                 spread[i] += (cells.mean(0) - center) ** 2 / len(self._flows())
                 cell_var[i] += cells.var(0, ddof=1) / len(self._flows())
         return pred, spread, cell_var
