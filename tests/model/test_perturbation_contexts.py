@@ -296,3 +296,21 @@ def test_transfer_shares_are_kept_only_where_they_predict_left_out_pairs():
     single = [terms[0][:, 0]] + [rng.normal(size=200) for _ in terms[1:]]
     assert lsq_linear(np.concatenate(terms), np.concatenate(single), bounds=(0, 1)).x[0] > 0.15
     np.testing.assert_array_equal(_validated_shares(single, terms), [0.0, 0.0])
+
+
+def test_group_code_of_covariate_values_is_the_modules(screen_factory):
+    adata = screen_factory(counts=False)
+    adata.obs["donor"] = np.array(["d0", "d1", "d2"])[np.arange(adata.n_obs) % 3]
+    bj.BioJEPA.setup_anndata(
+        adata, perturbation_key="condition", control_value="control", batch_key="donor",
+        categorical_covariate_keys=["line"],
+    )  # fmt: skip
+    model = bj.BioJEPA(adata, n_latent=8)
+    _, _, groups = model._reference(None, None)
+    codes = []
+    for group in groups:  # (donor, line): a batch and a categorical covariate, the module's mixed radix
+        tensors = model._group_tensors(adata, group)
+        codes.append(int(model.module.group_index(tensors["batch_index"], tensors["cat_covs"])[0]))
+        assert model._group_code(group.values) == codes[-1]
+    assert len(set(codes)) == len(groups) == 6
+    assert model._group_code(("d9", "L1")) is None  # a category never seen in training has no code
