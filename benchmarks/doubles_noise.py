@@ -24,8 +24,8 @@ import pandas as pd
 import scanpy as sc
 
 
-def table(path: str, n_genes: int = 1000) -> pd.DataFrame:
-    """One row per measurable double: interacting pick, norm ratio, ``c``, L2 to the sum and to ``c`` x sum."""
+def _screen(path: str):
+    """The screen's raw AnnData, log-normalized cells, their labels, each label's mean and the interacting doubles."""
     raw = ad.read_h5ad(path)
     full = ad.AnnData(raw.X.copy(), obs=raw.obs[["perturbation"]].copy())
     sc.pp.normalize_total(full, target_sum=1e4)
@@ -33,11 +33,17 @@ def table(path: str, n_genes: int = 1000) -> pd.DataFrame:
     X = full.X.toarray() if hasattr(full.X, "toarray") else np.asarray(full.X)
     labels = full.obs["perturbation"].astype(str).to_numpy()
     means = {label: X[labels == label].mean(0) for label in np.unique(labels)}
-    ctrl = means["control"]
-    top = np.argsort(-ctrl)[:n_genes]
     picks = raw.uns["conditions"]
     picks = pd.DataFrame(picks) if not isinstance(picks, pd.DataFrame) else picks
     interacting = {str(k) for k, v in zip(picks.index, picks["interacting_pick"], strict=True) if bool(v)}
+    return raw, X, labels, means, interacting
+
+
+def table(path: str, n_genes: int = 1000) -> pd.DataFrame:
+    """One row per measurable double: interacting pick, norm ratio, ``c``, L2 to the sum and to ``c`` x sum."""
+    _, _, _, means, interacting = _screen(path)
+    ctrl = means["control"]
+    top = np.argsort(-ctrl)[:n_genes]
     rows = []
     for double in (label for label in means if "+" in label):
         a, b = double.split("+")
@@ -69,18 +75,9 @@ def denoising(path: str, n_genes: int = 1000, n_interaction_genes: int = 200) ->
     Norman coefficients fitted on the noise-free singles (``uns["steady_state"]``, ``n_interaction_genes`` most
     changed genes) to the truth's.
     """
-    raw = ad.read_h5ad(path)
-    full = ad.AnnData(raw.X.copy(), obs=raw.obs[["perturbation"]].copy())
-    sc.pp.normalize_total(full, target_sum=1e4)
-    sc.pp.log1p(full)
-    X = full.X.toarray() if hasattr(full.X, "toarray") else np.asarray(full.X)
-    labels = full.obs["perturbation"].astype(str).to_numpy()
-    means = {label: X[labels == label].mean(0) for label in np.unique(labels)}
+    raw, X, labels, means, interacting = _screen(path)
     ctrl = means["control"]
     top = np.argsort(-ctrl)[:n_genes]
-    picks = raw.uns["conditions"]
-    picks = pd.DataFrame(picks) if not isinstance(picks, pd.DataFrame) else picks
-    interacting = {str(k) for k, v in zip(picks.index, picks["interacting_pick"], strict=True) if bool(v)}
     steady = raw.uns["steady_state"]
     mean = np.asarray(steady["mean"], np.float64)
     steady_labels = np.asarray(steady["perturbation"]).astype(str)

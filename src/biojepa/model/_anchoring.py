@@ -9,13 +9,11 @@ observed change where one exists, so predictions start from what was measured an
   noise of each member's mean does not add up in the composition; else, seen alone in other groups with the same
   perturbation type (a gene knocked out in other cell lines), the group's mean observed change plus the shares of
   the gene's learned own effect and of its own part observed there that predict singles held out in one group
-  (:mod:`biojepa.model._context_transfer`); in a model without such pairs, the residual this group's trained
-  singles share plus the gene's own part measured there (its residual minus theirs, averaged over those groups,
-  times a scale), or its whole residual there, whichever predicts better the training singles observed in several
-  groups (:meth:`AnchoringMixin._transfer`). Much of a
-  perturbation's change in a cell line is shared by every perturbation of that line; it is measured in the line
-  itself, and only what is specific to the gene is borrowed. In a group without observed trained singles (a cell
-  line never seen perturbed), the whole residual of the other groups;
+  (:mod:`biojepa.model._context_transfer`). Much of a perturbation's change in a cell line is shared by every
+  perturbation of that line; it is measured in the line itself, and only as much of what is specific to the gene is
+  borrowed as the held-out pairs confirm. In a model without such pairs (too few singles seen in several groups to
+  hold some out), or in a group without observed trained singles (a cell line never seen perturbed), the whole
+  residual of the other groups;
 * with doses: the residual fitted over the single's training doses as a multiple of its learned dose-response,
   evaluated at the requested dose (so an unseen dose moves along the learned Hill curve); inside a combination,
   denoised the same way as without doses;
@@ -33,8 +31,7 @@ from typing import NamedTuple
 import numpy as np
 from anndata import AnnData
 
-from ..perturbation import CovariateGroup, Perturbation, interaction_scale
-from ..perturbation._setup import MIN_VALIDATION_SINGLES
+from ..perturbation import CovariateGroup, Perturbation
 from ._context_transfer import ContextTransferMixin
 
 
@@ -232,50 +229,6 @@ class AnchoringMixin(ContextTransferMixin):
                 continue
         return out
 
-    def _transfer(self, adata: AnnData, own: dict, every: list[CovariateGroup], state) -> float | None:
-        r"""How a gene's residual carries over from other groups, chosen on the training singles; ``None``: whole.
-
-        Checked leave one group out over the trained singles observed alone in two or more groups of this
-        perturbation type: each residual :math:`r_{g,G}` is predicted either (whole) by the mean of the gene's
-        residuals in the other groups, or (own part) by the group's shared residual :math:`\bar r_G` plus
-        :math:`\beta` times the mean of the gene's own parts :math:`o_{g,G'} = r_{g,G'} - \bar r_{G'}` elsewhere, with
-        :math:`\beta` the least-squares scale clipped to ``[0, 1]`` (:func:`~biojepa.perturbation.interaction_scale`;
-        0: what a knockout does beyond the shared response of a line says nothing of another line). The rule with
-        the smaller squared error is used; the whole residual where fewer than ``MIN_VALIDATION_SINGLES`` such
-        (single, group) pairs exist to choose on.
-        """
-        ptype = own["ptype"]
-        if "transfer" not in own:
-            trained = self._trained_with(ptype)[0]
-            vocabulary = self._setup().vocabulary
-            targets, shared, whole, parts = [], [], [], []
-            for i in np.flatnonzero(trained):
-                gene = vocabulary[i]
-                for group in every:
-                    if gene not in group.singles:
-                        continue
-                    try:
-                        st = state(group)
-                        if not _same_type(st["ptype"], ptype):
-                            continue
-                        rest = self._elsewhere(adata, gene, group.values, ptype, every, state)
-                        if not rest:
-                            continue
-                        targets.append(self._residual(adata, st, gene))
-                        shared.append(np.broadcast_to(self._typical_residual(adata, st, None), targets[-1].shape))
-                        whole.append(np.mean([r for r, _ in rest], axis=0))
-                        parts.append(np.mean([r - t for r, t in rest], axis=0))
-                    except ValueError:  # e.g. a group whose perturbation type is ambiguous: not used
-                        continue
-            choice = None
-            if len(targets) >= MIN_VALIDATION_SINGLES:  # fewer: too few to choose on, the whole residual
-                targets, shared, whole, parts = map(np.array, (targets, shared, whole, parts))
-                beta = interaction_scale(targets - shared, parts, 1.0)
-                if ((targets - shared - beta * parts) ** 2).sum() < ((targets - whole) ** 2).sum():
-                    choice = beta
-            own["transfer"] = choice
-        return own["transfer"]
-
     def _anchor(
         self,
         adata: AnnData,
@@ -295,18 +248,14 @@ class AnchoringMixin(ContextTransferMixin):
             found = (self._denoised_residual if combined else self._dosed_residual)(adata, own, gene, dose)
             if found is not None:
                 return found
-        # Only where the group measured its own shared residual is the gene's own part borrowed; in a context never
-        # seen with perturbations, the other groups' whole residual is the best guess.
+        # Only where the group measured its own shared response is the gene's own part weighed against it; in a
+        # context never seen with perturbations, the other groups' whole residual is the best guess.
         if dose is None and self._measures_shared(own):  # else the whole residual of the other groups, below
-            chosen = self._context_transfer()  # (kappa, beta) chosen on held-out pairs, else the rule below
+            chosen = self._context_transfer()  # (kappa, beta) chosen on held-out pairs; None: none were held out
             if chosen is not None and (terms := self._transfer_terms(adata, own, gene, every, state)) is not None:
                 kappa, beta = chosen
                 estimate = terms["shared"] + kappa * terms["deviation"] + beta * terms["own_part"]
                 return estimate - terms["decoded"]
-            rest = self._elsewhere(adata, gene, group.values, own["ptype"], every, state)
-            scale = self._transfer(adata, own, every, state) if rest else None
-            if scale is not None:
-                return self._typical_residual(adata, own, None) + scale * np.mean([r - t for r, t in rest], axis=0)
         others = []
         for other in every:
             if gene in other.singles and other.values != group.values:

@@ -27,6 +27,9 @@ from ..perturbation import CovariateGroup, Perturbation, validation_pairs
 
 logger = logging.getLogger(__name__)
 
+#: What a group's prediction state holds of its encoded control cells (see ``CompositionMixin._state``).
+_ENCODED = ("z_ctrl", "z0", "log_ctrl_mean", "context", "ptype", "z_ctrl_t")
+
 
 class ContextTransferMixin:
     """Held-out (single, group) pairs and the transfer shares chosen on them (see the module docstring)."""
@@ -98,13 +101,15 @@ class ContextTransferMixin:
 
         ``None`` where the group observed no single or the gene was observed alone in no other group.
         """
-        singles = sorted(own["group"].singles)  # every single the group observed, trained or held out: measured
         rest = self._elsewhere(adata, gene, own["group"].values, own["ptype"], every, state)
-        if not singles or not rest:
+        if not own["group"].singles or not rest:
             return None
+        if "shared_change" not in own:  # every single the group observed, trained or held out: measured there
+            changes = [self._single(adata, own, g).change for g in sorted(own["group"].singles)]
+            own["shared_change"] = np.mean(changes, axis=0)
         decoded, deviation = self._learned_part(own, gene)
         return {
-            "shared": np.mean([self._single(adata, own, g).change for g in singles], axis=0),
+            "shared": own["shared_change"],
             "deviation": deviation,
             "own_part": np.mean([r - t for r, t in rest], axis=0),
             "decoded": decoded,
@@ -137,7 +142,8 @@ class ContextTransferMixin:
             blind.singles = {g: r for g, r in group.singles.items() if g != gene}
             blind.observed = {g: r for g, r in group.observed.items() if g != (gene,)}
             blind.combinations, blind.types = group.combinations, group.types
-            own = self._state(adata, blind, None, 500, 0)
+            # the group's encoded controls and context, none of its caches (they read the gene's cells)
+            own = {k: state(group)[k] for k in _ENCODED} | {"group": blind, "residuals": {}}
             found = self._transfer_terms(adata, own, gene, groups, state)
             if found is None:
                 continue
