@@ -95,7 +95,7 @@ def test_intervals_are_nested_and_calibration_covers_its_own_set(counts):
     table = model.calibrate_uncertainty(held, n_samples=100)
     assert table["quantile"].is_monotonic_increasing
     assert model.uncertainty_calibration_["perturbations"] == [HELD_OUT]
-    pred = model.predict_uncertainty(HELD_OUT, adata=held, n_cells=40, n_samples=100)
+    pred = model.predict_uncertainty(HELD_OUT, n_cells=40, n_samples=100)
     coverage = bj.metrics.interval_coverage(pred, held, "condition", ["line"])
     # split conformal on the same perturbation: its own coverage reaches the level (up to Monte Carlo noise)
     assert coverage.loc[coverage["nominal"] == 0.8, "coverage"].mean() >= 0.7
@@ -103,9 +103,54 @@ def test_intervals_are_nested_and_calibration_covers_its_own_set(counts):
     del model.uncertainty_calibration_
 
 
+def test_calibration_scores_the_predictions_of_its_reference(counts):
+    """The held-out gene is predicted from the training data, as `predict_uncertainty` predicts it by default.
+
+    The held-out AnnData lacks the training singles that an unseen gene's prediction is anchored to, so predicting
+    from it would score another predictor than the one whose intervals are calibrated.
+    """
+    model, _, full = counts
+    held = full[full.obs["condition"].isin(["control", HELD_OUT]).to_numpy()].copy()
+    model.calibrate_uncertainty(held, n_samples=50, seed=2)
+    from_training = model.uncertainty_calibration_["quantiles"]
+    cells = (held.obs["condition"] == HELD_OUT).to_numpy()
+    sizes = held.obs.loc[cells, "line"].value_counts()
+    assert sizes.nunique() == 1  # one n_cells serves both lines, so one call predicts them as calibration does
+    del model.uncertainty_calibration_
+    pred = model.predict_uncertainty(HELD_OUT, n_cells=int(sizes.iloc[0]), n_samples=50, seed=2)
+    scores = []  # the scores recomputed from predict_uncertainty's own (uncalibrated) rows
+    for i, line in enumerate(pred.obs["line"]):
+        observed = np.asarray(held.X[cells & (held.obs["line"] == line).to_numpy()].mean(0), dtype=np.float64)
+        scores.append(np.abs(observed.ravel() - np.asarray(pred.X[i], dtype=np.float64)) / pred.layers["scale"][i])
+    from biojepa.model._uncertainty import CALIBRATION_LEVELS
+
+    expected = np.quantile(np.concatenate(scores), CALIBRATION_LEVELS, method="higher")
+    np.testing.assert_allclose(from_training, expected, rtol=1e-3)
+    model.calibrate_uncertainty(held, reference=held, n_samples=50, seed=2)
+    assert not np.allclose(model.uncertainty_calibration_["quantiles"], from_training, rtol=1e-2)
+    del model.uncertainty_calibration_
+
+
+def test_calibration_takes_a_perturbation_held_out_in_one_line_only(screen_factory):
+    """g2 trains in L1 and is held out in L2: a pair never trained on, so it calibrates (the label alone was seen)."""
+    full = screen_factory(counts=True)
+    held_pair = ((full.obs["condition"] == "g2") & (full.obs["line"] == "L2")).to_numpy()
+    model = _model(full[~held_pair].copy(), epochs=2)
+    model.train_generative(max_epochs=2, n_ensemble=2, batch_size=32)
+    held = full[held_pair | (full.obs["condition"] == "control").to_numpy()].copy()
+    table = model.calibrate_uncertainty(held, n_samples=20)
+    assert model.uncertainty_calibration_["n_scores"] == full.n_vars  # g2 in L2 only: one row of scores
+    assert table["quantile"].is_monotonic_increasing
+    seen_too = full[(full.obs["condition"].isin(["control", "g2"])).to_numpy()].copy()  # adds g2 in L1
+    with pytest.raises(ValueError, match=r"\['g2 in L1'\] were in the training data"):
+        model.calibrate_uncertainty(seen_too, n_samples=20)
+
+
 def test_calibration_refuses_training_perturbations(counts):
     model, train, _ = counts
-    with pytest.raises(ValueError, match=r"\['g0', 'g0\+g1', 'g1'\] were in the training data"):
+    with pytest.raises(
+        ValueError, match=r"\['g0 in L1', 'g0 in L2', 'g0\+g1 in L1', .*'g1 in L2'\] were in the training data"
+    ):
         model.calibrate_uncertainty(train)
 
 
@@ -144,19 +189,68 @@ def test_log_input_gives_log_cells(screen_factory):
     assert (X >= 0).all() and not np.array_equal(X, np.round(X))
 
 
-def test_models_without_expression_head_or_with_doses_raise(screen_factory):
+def test_models_without_expression_head_raise():
     adata = scvi.data.synthetic_iid(batch_size=50, n_genes=30)
     bj.BioJEPA.setup_anndata(adata)
     model = bj.BioJEPA(adata, n_latent=4, n_embed=16, predictor_dim=16)
     with pytest.raises(ValueError, match="`perturbation_key` or `time_key`"):
         model.train_generative()
-    adata = screen_factory(n_cells=10)
-    adata.obs["dose"] = "1"
-    adata.obs.loc[adata.obs["condition"] == "g0+g1", "dose"] = "1+1"
-    bj.BioJEPA.setup_anndata(adata, perturbation_key="condition", control_value="control", dose_key="dose")
-    model = bj.BioJEPA(adata, n_latent=4, n_embed=16, predictor_dim=16)
-    with pytest.raises(ValueError, match="does not model doses"):
-        model.train_generative()
+
+
+@pytest.fixture(scope="module")
+def dosed(screen_factory):
+    """g0 at doses 1 and 10 (dose 10 triples its block once more); g0 at dose 10 in L2 is held out of training."""
+    full = screen_factory(counts=True)
+    rng = np.random.default_rng(3)
+    full.obs["dose"] = "0"
+    full.obs.loc[full.obs["condition"] != "control", "dose"] = "1"
+    full.obs.loc[full.obs["condition"] == "g0+g1", "dose"] = "1+1"
+    g0 = np.flatnonzero((full.obs["condition"] == "g0").to_numpy())
+    high = g0[rng.permutation(len(g0))[: len(g0) // 2]]
+    full.obs.iloc[high, full.obs.columns.get_loc("dose")] = "10"
+    full.X[np.ix_(high, np.arange(10, 20))] *= 3
+    held_pair = ((full.obs["condition"] == "g0") & (full.obs["dose"] == "10") & (full.obs["line"] == "L2")).to_numpy()
+    train = full[~held_pair].copy()
+    scvi.settings.seed = 0
+    bj.BioJEPA.setup_anndata(
+        train, perturbation_key="condition", control_value="control", dose_key="dose",
+        categorical_covariate_keys=["line"],
+    )  # fmt: skip
+    model = bj.BioJEPA(train, n_latent=8, n_embed=16, predictor_dim=16)
+    model.train(max_epochs=10, batch_size=64, enable_progress_bar=False)
+    pairs = model.train_generative(max_epochs=15, n_ensemble=2, batch_size=32)
+    return model, pairs, full, held_pair
+
+
+def test_flows_learn_each_dose_as_its_own_population(dosed):
+    model, pairs, full, _ = dosed
+    g0 = pairs[pairs["target"] == "g0"]
+    assert sorted(zip(g0["group"], g0["dose"], strict=True)) == [("L1", "1"), ("L1", "10"), ("L2", "1")]
+    assert pairs.loc[pairs["target"] == "g0+g1", "dose"].tolist() == ["1+1", "1+1"]
+    low = model.sample_perturbation("g0", n_cells=400, covariates={"line": "L1"}, dose=1, seed=0)
+    high = model.sample_perturbation("g0", n_cells=400, covariates={"line": "L1"}, dose=10, seed=0)
+    assert low.obs["dose"].unique().tolist() == ["1"] and high.obs["dose"].unique().tolist() == ["10"]
+    block_low, block_high = np.asarray(low.X)[:, 10:20].mean(), np.asarray(high.X)[:, 10:20].mean()
+    for block, dose in ((block_low, 1), (block_high, 10)):  # the cells are centred on the prediction at their dose
+        pred = model.predict_perturbation("g0", covariates={"line": "L1"}, dose=dose)
+        np.testing.assert_allclose(block, np.asarray(pred.X)[0, 10:20].mean(), rtol=0.1)
+    observed = full.X[((full.obs["condition"] == "g0") & (full.obs["line"] == "L1")).to_numpy()][:, 10:20]
+    assert block_low < observed.mean() < block_high  # the pooled doses lie between the two doses' cells
+    assert block_high > 2 * block_low
+
+
+def test_calibration_with_doses_scores_a_held_out_dose(dosed):
+    model, _, full, held_pair = dosed
+    control = (full.obs["condition"] == "control").to_numpy()
+    held = full[held_pair | (control & (full.obs["line"] == "L2").to_numpy())].copy()
+    model.calibrate_uncertainty(held, n_samples=20)
+    assert model.uncertainty_calibration_["n_scores"] == full.n_vars  # g0 at dose 10 in L2: one row of scores
+    pred = model.predict_uncertainty("g0", covariates={"line": "L2"}, dose=10, n_samples=20)
+    assert pred.uns["calibrated"] is True and (pred.layers["upper_80"] >= pred.X).all()
+    del model.uncertainty_calibration_
+    trained = held_pair | (full.obs["condition"] == "g0").to_numpy() & (full.obs["line"] == "L2").to_numpy()
+    with pytest.raises(ValueError, match=r"\['g0 at 1 in L2'\] were in the training data"):
+        model.calibrate_uncertainty(full[trained | control].copy(), n_samples=20)
 
 
 def test_trajectory_cells_at_a_later_time():

@@ -20,7 +20,6 @@ from torch import nn
 
 from .._constants import EXTRA_KEYS
 from ..nn import VelocityField, flow_matching_loss, ot_pairing
-from ..perturbation import Perturbation
 from ._sampling import SamplingMixin
 from ._save_load import _rank
 from ._spread import SpreadMixin
@@ -59,7 +58,8 @@ class FlowTrainingMixin(SpreadMixin):
         Conditional flow matching on straight paths with minibatch optimal-transport pairing
         :cite:p:`lipman2023flow,liu2023rectified,tong2024otcfm` (pairing by POT's exact solver). Populations come
         from the training AnnData: with a ``perturbation_key``, each covariate group's control cells (source) and
-        the cells of each observed perturbation in it (target); with a ``time_key``, the cells of a covariate group
+        the cells of each observed perturbation in it (target; one population per dose with a ``dose_key``); with a
+        ``time_key``, the cells of a covariate group
         at one time (source) and at each later time (target). A flow's condition is the predicted mean latent shift
         (the composition of :meth:`predict_perturbation`, or :meth:`predict_trajectory` from the source's time on)
         and the source's mean latent; its velocity is that shift plus a learned departure, so it generalizes to an
@@ -92,7 +92,7 @@ class FlowTrainingMixin(SpreadMixin):
         Returns
         -------
         One row per population pair: its kind (``"perturbation"`` or ``"time"``), covariate group, source and target
-        labels and cell counts; also in ``model.generative_config_["pairs"]``, with each flow's final loss in
+        labels (and the target's dose, for a model with doses) and cell counts; also in ``model.generative_config_["pairs"]``, with each flow's final loss in
         ``model.generative_config_["final_loss"]``.
 
         Examples
@@ -146,6 +146,7 @@ class FlowTrainingMixin(SpreadMixin):
                 "group": [p["group"] for p in pairs],
                 "source": [p["source_label"] for p in pairs],
                 "target": [p["target_label"] for p in pairs],
+                **({"dose": [p.get("dose") for p in pairs]} if any(p.get("dose") for p in pairs) else {}),
                 "n_source": [len(p["source"]) for p in pairs],
                 "n_target": [len(p["target"]) for p in pairs],
             }
@@ -158,15 +159,10 @@ class FlowTrainingMixin(SpreadMixin):
 
     # ------------------------------------------------------------------ population pairs
     def _check_generative_model(self) -> None:
-        args = self.adata_manager.registry["setup_args"]
         if self._multimodal or getattr(self.module, "expression_head", None) is None:
             raise ValueError(
                 "The generative head decodes latents with the expression head, which models set up with a "
                 "`perturbation_key` or `time_key` on an AnnData have; set the model up with one of them."
-            )
-        if args.get("dose_key"):
-            raise ValueError(
-                "The generative head does not model doses yet; set the model up without `dose_key` to sample cells."
             )
 
     def _perturbation_pairs(self, max_cells: int, rng: np.random.Generator) -> list[dict]:
@@ -179,7 +175,8 @@ class FlowTrainingMixin(SpreadMixin):
         for group in groups:
             if not group.observed:
                 continue
-            perturbations = [Perturbation(genes) for genes in sorted(group.observed)]
+            populations = self._populations(group)
+            perturbations = list(populations)
             try:
                 results = self._compose(adata, [group], perturbations, None, 500, 0, anchor=False)
             except ValueError as err:  # e.g. a group with several perturbation types
@@ -188,7 +185,7 @@ class FlowTrainingMixin(SpreadMixin):
             source_rows = _subsample(group.control, max_cells, rng)
             source = self._target_latent(adata, source_rows)
             for r in results:
-                rows = _subsample(group.observed[r["perturbation"].genes], max_cells, rng)
+                rows = _subsample(populations[r["perturbation"]], max_cells, rng)
                 target = self._target_latent(adata, rows)
                 shift = r["shift"].cpu().numpy()[0]
                 out.append(
@@ -196,6 +193,7 @@ class FlowTrainingMixin(SpreadMixin):
                         "kind": "perturbation",
                         "source_label": setup.control_value,
                         "target_label": r["perturbation"].label(setup.delimiter, setup.control_value),
+                        "dose": r["perturbation"].dose_label(setup.delimiter),
                         "group": "/".join(map(str, group.values)),
                         "source": source,
                         "target": target,

@@ -203,6 +203,24 @@ class ReferenceMixin:
         selected = select_groups(list(groups), cov_keys, covariates)
         return adata, [groups[v] for v in selected], [groups[v] for v in sorted(groups)]
 
+    def _populations(self, group, adata=None) -> dict[Perturbation, np.ndarray]:
+        """Rows of each observed perturbation of ``group`` in ``adata`` (default: the training data).
+
+        One population per (genes, doses) when the model has doses: a compound at each of its doses.
+        """
+        setup = self._setup()
+        if not setup.dose_key:
+            return {Perturbation(genes): rows for genes, rows in sorted(group.observed.items())}
+        obs = (self.adata if adata is None else adata).obs
+        out: dict[Perturbation, np.ndarray] = {}
+        for _, rows in sorted(group.observed.items()):
+            labels = obs[setup.perturbation_key].astype(str).to_numpy()[rows]
+            doses = obs[setup.dose_key].astype(str).to_numpy()[rows]
+            for label, dose in sorted(set(zip(labels, doses, strict=True))):
+                p = setup.parse(label, dose)
+                out[p] = np.concatenate([out.get(p, rows[:0]), rows[(labels == label) & (doses == dose)]])
+        return dict(sorted(out.items(), key=lambda kv: (kv[0].genes, kv[0].doses)))
+
     # ------------------------------------------------------------------ tensors of a group
     def _group_tensors(self, adata: AnnData, group: CovariateGroup) -> dict:
         """Covariate codes of a group (``-1`` for a category never seen in training) and mean continuous covariates."""

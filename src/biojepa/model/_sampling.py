@@ -29,6 +29,7 @@ class SamplingMixin:
         covariates: Mapping[str, str | Sequence[str]] | None = None,
         adata: AnnData | None = None,
         perturbation_type: str | None = None,
+        dose: float | str | None = None,
         seed: int = 0,
         n_steps: int = 10,
         chunk_size: int = 10_000,
@@ -59,6 +60,10 @@ class SamplingMixin:
             Cells per perturbation and covariate group.
         covariates, adata, perturbation_type
             As in :meth:`predict_perturbation` (``adata``: the reference control cells; not modified).
+        dose
+            Dose of every perturbation, as in :meth:`predict_perturbation` (a model set up with ``dose_key``): the
+            flow is conditioned on the predicted shift at that dose, and the cells are centred on the prediction at
+            that dose.
         seed
             Seed of the control cells drawn, the flows drawn and the count noise.
         n_steps
@@ -74,8 +79,8 @@ class SamplingMixin:
         Returns
         -------
         New AnnData: ``X`` the generated expression (sparse when the training data are), ``obs`` the perturbation
-        column, the covariates and ``source_cell`` (the control cell it started from), ``obsm["X_biojepa"]`` the
-        generated latent (target-encoder space).
+        column, the dose column (with ``dose_key``), the covariates and ``source_cell`` (the control cell it started
+        from), ``obsm["X_biojepa"]`` the generated latent (target-encoder space).
 
         Examples
         --------
@@ -96,20 +101,25 @@ class SamplingMixin:
         _check_count(chunk_size, "chunk_size")
         self._flows()
         setup = self._setup()
-        parsed = self._parse_requests(perturbations)
+        parsed = self._parse_requests(perturbations, dose)
         adata, groups, _ = self._reference(adata, covariates)
         rng = np.random.default_rng(seed)
         parts, obs, latents = [], [], []
         member = None if ensemble else 0
+        dose_column = [setup.dose_key] if setup.dose_key else []
         for state in self._perturbation_states(adata, groups, parsed, perturbation_type, anchor):
             for rows, z, X in self._generate(adata, state, n_cells, rng, n_steps, chunk_size, member):
                 parts.append(self._stored(X)), latents.append(z)
-                label = state["perturbation"].label(setup.delimiter, setup.control_value)
-                obs.append(pd.DataFrame({"_label": label, "source_cell": np.asarray(adata.obs_names)[rows]}))
+                p = state["perturbation"]
+                obs.append(pd.DataFrame({"_label": p.label(setup.delimiter, setup.control_value),
+                                         "source_cell": np.asarray(adata.obs_names)[rows]}))  # fmt: skip
+                if setup.dose_key:
+                    obs[-1]["_dose"] = p.dose_label(setup.delimiter) or "1"
                 for key, value in zip(setup.covariate_keys, state["group"].values, strict=True):
                     obs[-1][key] = value
-        frame = pd.concat(obs, ignore_index=True).rename(columns={"_label": setup.perturbation_key})
-        frame = frame[[setup.perturbation_key, *setup.covariate_keys, "source_cell"]]
+        renames = {"_label": setup.perturbation_key, "_dose": setup.dose_key}
+        frame = pd.concat(obs, ignore_index=True).rename(columns=renames)
+        frame = frame[[setup.perturbation_key, *dose_column, *setup.covariate_keys, "source_cell"]]
         return self._cells_anndata(adata, parts, latents, frame, n_steps)
 
     def sample_trajectory(

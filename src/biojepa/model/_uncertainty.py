@@ -107,15 +107,16 @@ class UncertaintyMixin:
         self,
         adata: AnnData,
         covariates: Mapping[str, str | Sequence[str]] | None = None,
+        reference: AnnData | None = None,
         n_samples: int = 500,
         seed: int = 0,
         **predict_kwargs,
     ) -> pd.DataFrame:
         r"""Calibrate the intervals of :meth:`predict_uncertainty` on perturbations held out from training.
 
-        Every non-control perturbation of ``adata`` is predicted (with ``adata`` as the reference, so its control
-        cells are the starting population) and the score :math:`|x - \hat x| / \sigma` of its observed mean is
-        computed for every gene, :math:`\sigma` taking the perturbation's own number of cells. The quantiles of
+        Every non-control perturbation of ``adata`` is predicted from ``reference``, as :meth:`predict_uncertainty`
+        predicts new ones, and the score :math:`|x - \hat x| / \sigma` of its observed mean in ``adata`` is computed
+        for every gene, :math:`\sigma` taking the perturbation's own number of cells. The quantiles of
         the scores at :data:`CALIBRATION_LEVELS` become the interval widths of later predictions (split conformal
         :cite:p:`angelopoulos2023conformal`), stored in ``model.uncertainty_calibration_`` and saved with the model.
 
@@ -125,6 +126,12 @@ class UncertaintyMixin:
             Control cells and cells of perturbations that the model was not trained on (not modified).
         covariates
             Covariate groups to use, as in :meth:`predict_perturbation`; ``None``: every group.
+        reference
+            The cells predictions start from, as ``adata`` of :meth:`predict_uncertainty`; ``None``: the training
+            data. Pass the reference that later predictions will use: the singles observed in it anchor the
+            combinations predicted from it, so predictions from another reference have other errors (calibrating
+            on ``adata`` itself, which lacks the training singles, gives intervals too wide or too narrow for
+            predictions from the training data).
         n_samples, seed, **predict_kwargs
             As in :meth:`predict_uncertainty`.
 
@@ -158,26 +165,46 @@ class UncertaintyMixin:
         )
         if not labels:
             raise ValueError(f"adata.obs[{key!r}] has only control cells; calibration needs held-out perturbations.")
-        known = {setup.parse(x).label(setup.delimiter, setup.control_value) for x in setup.labels}
-        seen = [x for x in labels if x in known]
+        ref, groups, _ = self._reference(adata, covariates)
+        held = {g.values: self._populations(g, adata) for g in groups}  # one population per dose with doses
+        _, _, trained = self._reference(None, None)
+        in_training = {(g.values, p) for g in trained for p in self._populations(g)}
+        seen = sorted(
+            _population_name(p, values, setup)
+            for values, pops in held.items()
+            for p in pops
+            if (values, p) in in_training
+        )
         if seen:
             raise ValueError(
                 f"Perturbations {seen} were in the training data, so their errors understate those of new "
                 "perturbations; calibrate on perturbations held out from training (drop them from `adata`)."
             )
-        pred, spread, cell_var = self._prediction_spread(labels, covariates, adata, n_samples, seed, predict_kwargs)
-        ref, groups, _ = self._reference(adata, covariates)
-        by_group = {g.values: g for g in groups}
+        if covariates is None and setup.covariate_keys:  # predict in the groups the held-out cells come from
+            covariates = {k: sorted({g.values[j] for g in groups}) for j, k in enumerate(setup.covariate_keys)}
+        by_dose: dict[str | None, set[str]] = {}  # one prediction call per dose, as `dose` applies to every label
+        for pops in held.values():
+            for p in pops:
+                by_dose.setdefault(p.dose_label(setup.delimiter), set()).add(p.label(setup.delimiter))
         scores = []
-        for i in range(pred.n_obs):
-            group = by_group[tuple(pred.obs[k].iloc[i] for k in setup.covariate_keys)]
-            genes = setup.parse(str(pred.obs[key].iloc[i])).genes
-            rows = group.observed.get(genes)
-            if rows is None:
-                continue
-            observed = self._observed_mean(ref, rows)
-            sigma = _scale(spread[i : i + 1], cell_var[i : i + 1], len(rows))[0]
-            scores.append(np.abs(observed - np.asarray(pred.X[i], dtype=np.float64)) / sigma)
+        for dose, names in sorted(by_dose.items(), key=lambda kv: str(kv[0])):
+            kwargs = predict_kwargs if dose is None else {**predict_kwargs, "dose": dose}
+            pred, spread, cell_var = self._prediction_spread(
+                sorted(names), covariates, reference, n_samples, seed, kwargs
+            )
+            for i in range(pred.n_obs):
+                values = tuple(pred.obs[k].iloc[i] for k in setup.covariate_keys)
+                rows = held.get(values, {}).get(setup.parse(str(pred.obs[key].iloc[i]), dose))
+                if rows is None:  # not observed at this dose in this group of `adata`
+                    continue
+                observed = self._observed_mean(ref, rows)
+                sigma = _scale(spread[i : i + 1], cell_var[i : i + 1], len(rows))[0]
+                scores.append(np.abs(observed - np.asarray(pred.X[i], dtype=np.float64)) / sigma)
+        if not scores:
+            raise ValueError(
+                "No held-out perturbation of `adata` was predicted in a covariate group where `adata` observed it; "
+                "pass a `reference` holding the control cells of those groups."
+            )
         scores = np.concatenate(scores)
         quantiles = np.quantile(scores, CALIBRATION_LEVELS, method="higher")
         self.uncertainty_calibration_ = {
@@ -201,10 +228,8 @@ class UncertaintyMixin:
         self._flows()
         if isinstance(n_samples, bool) or not isinstance(n_samples, int | np.integer) or n_samples < 2:
             raise ValueError(f"`n_samples` must be an integer of at least 2, got {n_samples!r}.")
-        if predict_kwargs.get("dose") is not None:
-            raise ValueError("The generative head does not model doses; call `predict_uncertainty` without `dose`.")
         pred = self.predict_perturbation(perturbations, covariates, adata, seed=seed, **predict_kwargs)
-        parsed = self._parse_requests(perturbations)
+        parsed = self._parse_requests(perturbations, predict_kwargs.get("dose"))
         ref, groups, _ = self._reference(adata, covariates)
         rng = np.random.default_rng(seed)
         spread = np.zeros(pred.shape)
@@ -266,6 +291,14 @@ class UncertaintyMixin:
         pred.obs["uncertainty"] = np.sqrt((scale**2).mean(1))
         pred.uns["calibrated"] = calibration is not None
         return pred
+
+
+def _population_name(p, values: tuple, setup) -> str:
+    """``"g0 at 10 in L1"``: a perturbation, its dose and its covariate group, for error messages."""
+    name = p.label(setup.delimiter, setup.control_value)
+    if p.doses is not None:
+        name += f" at {p.dose_label(setup.delimiter)}"
+    return name + (f" in {', '.join(map(str, values))}" if setup.covariate_keys else "")
 
 
 def _scale(spread: np.ndarray, cell_var: np.ndarray, n_cells: int) -> np.ndarray:
