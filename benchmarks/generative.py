@@ -10,6 +10,10 @@ Splits (per seed, every method sees the same training cells):
   Only one of its 18 single genes is among the 500 measured genes, so unseen singles cannot be predicted; the 5
   doubles whose members are both observed alone are held out instead, 3 as test and 2 as calibration perturbations
   (at random per seed; Spearman over 3 test perturbations is reported but says little).
+- ``mcfaline``: the glioma rows of the PerturBench devel file (McFaline-Figueroa 2023 CRISPRi, log-normalized; 9
+  knockouts in 3 lines, 46-100 cells each). Each knockout is held out in one line (3 per line, as in
+  ``perturbation.py``); 5 of these (knockout, line) pairs are test, 4 calibration, and every knockout still trains
+  in its other two lines (predicting a knockout in a line that never saw it).
 - ``hsmm``: the Trapnell 2014 myoblast time course (log1p FPKM of the 1,000 most variable genes); 0/24/48 h train,
   the 72 h cells are sampled from the 48 h cells (distances only: one held-out time cannot calibrate intervals).
 
@@ -53,7 +57,9 @@ sys.path.insert(0, str(Path(__file__).parent))
 from _common import cpu_model, quiet
 
 SEEDS = (0, 1, 2)
-KEY, CONTROL = "condition", "control"
+KEY, CONTROL, LINE, DOSE = "condition", "control", "cell_type", "dose"
+HELD_DOSE = "1"  # the dose held out of the dose screen's test and calibration compounds
+DOSE_SCREEN = Path.home() / ".cache" / "biojepa" / "sergio_dose_screen_1000genes_seed0.h5ad"
 LEVELS = (0.5, 0.8, 0.95)
 RELIABILITY_LEVELS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95)
 DISTANCES = {
@@ -81,6 +87,27 @@ def norman_data() -> ad.AnnData:
     return adata
 
 
+def mcfaline_data() -> ad.AnnData:
+    full = bj.datasets.perturbench_devel(subset="mcfaline23")
+    adata = ad.AnnData(sparse.csr_matrix(full.X, dtype=np.float32), var=full.var[[]])
+    adata.obs[KEY] = canonical(full.obs[KEY])
+    adata.obs[LINE] = full.obs[LINE].astype(str).to_numpy()
+    adata.obs_names = full.obs_names
+    return adata
+
+
+def dose_data(path: Path = DOSE_SCREEN) -> ad.AnnData:
+    """Single compounds and vehicle of one line (lineA) of the simulated dose screen, counts."""
+    raw = ad.read_h5ad(path)
+    keep = ((raw.obs["cell_line"] == "lineA") & (raw.obs["n_compounds"] <= 1)).to_numpy()
+    keep &= (raw.obs["condition"] != "disease").to_numpy()
+    adata = ad.AnnData(sparse.csr_matrix(raw.X[keep], dtype=np.float32), var=raw.var[[]])
+    adata.obs[KEY] = raw.obs["condition"].astype(str).to_numpy()[keep]
+    adata.obs[DOSE] = raw.obs["dose"].astype(str).to_numpy()[keep]
+    adata.obs_names = raw.obs_names[keep]
+    return adata
+
+
 def canonical(labels: pd.Series) -> np.ndarray:
     """Labels with the genes of a combination sorted (``"B+A"`` → ``"A+B"``), as the model writes them."""
     return np.array(["+".join(sorted(x.split("+"))) for x in labels.astype(str)])
@@ -104,7 +131,8 @@ def gene_split(adata: ad.AnnData, seed: int, n_test: int, n_cal: int) -> dict:
             if not genes & test
             else "drop"
         )
-    return {"role": np.array([role[x] for x in labels]), "test": sorted(k for k, v in role.items() if v == "test")}
+    test_labels = sorted(k for k, v in role.items() if v == "test")
+    return {"role": np.array([role[x] for x in labels]), "test": [(x, None, None) for x in test_labels]}
 
 
 def combo_split(adata: ad.AnnData, seed: int, n_test: int) -> dict:
@@ -114,7 +142,31 @@ def combo_split(adata: ad.AnnData, seed: int, n_test: int) -> dict:
     doubles = sorted({x for x in labels if "+" in x and set(x.split("+")) <= singles})
     order = list(np.random.default_rng(seed).permutation(doubles))
     role = {x: "train" for x in set(labels)} | {x: "test" for x in order[:n_test]} | {x: "cal" for x in order[n_test:]}
-    return {"role": np.array([role[x] for x in labels]), "test": sorted(order[:n_test])}
+    return {"role": np.array([role[x] for x in labels]), "test": [(x, None, None) for x in sorted(order[:n_test])]}
+
+
+def line_split(adata: ad.AnnData, seed: int, n_test: int) -> dict:
+    """Each knockout held out in one line (3 per line, as in ``perturbation.py``): ``n_test`` test pairs, the others
+    calibration; every knockout still trains in the other two lines."""
+    labels, lines = adata.obs[KEY].to_numpy(), adata.obs[LINE].to_numpy()
+    perts, line_names = sorted(set(labels) - {CONTROL}), sorted(set(lines))
+    rng = np.random.default_rng(seed)
+    held = [(p, line_names[i * len(line_names) // len(perts)]) for i, p in enumerate(rng.permutation(perts))]
+    held = [held[i] for i in rng.permutation(len(held))]
+    role_of = {pair: "test" for pair in held[:n_test]} | {pair: "cal" for pair in held[n_test:]}
+    role = np.array([role_of.get(pair, "train") for pair in zip(labels, lines, strict=True)])
+    return {"role": role, "test": [(label, line, None) for label, line in sorted(held[:n_test])]}
+
+
+def dose_split(adata: ad.AnnData, seed: int, n_test: int, n_cal: int) -> dict:
+    """The middle dose of ``n_test`` compounds is test, of ``n_cal`` others calibration; their other doses train."""
+    labels, doses = adata.obs[KEY].to_numpy(), adata.obs[DOSE].to_numpy()
+    order = list(np.random.default_rng(seed).permutation(sorted(set(labels) - {CONTROL})))
+    test, cal = set(order[:n_test]), set(order[n_test : n_test + n_cal])
+    middle = doses == HELD_DOSE
+    role = np.where(middle & np.isin(labels, list(test)), "test", "train")
+    role[middle & np.isin(labels, list(cal))] = "cal"
+    return {"role": role, "test": [(x, None, HELD_DOSE) for x in sorted(test)]}
 
 
 def log_normalize(X, counts: bool) -> np.ndarray:
@@ -126,13 +178,26 @@ def log_normalize(X, counts: bool) -> np.ndarray:
 
 
 # ---------------------------------------------------------------------------------------------------------- runs
+SPLITS = {
+    "sergio": lambda adata, seed: gene_split(adata, seed, 6, 5),
+    "norman": lambda adata, seed: combo_split(adata, seed, 3),
+    "mcfaline": lambda adata, seed: line_split(adata, seed, 5),
+    "dose": lambda adata, seed: dose_split(adata, seed, 6, 6),
+}
+
+
 def perturbation_run(name: str, adata: ad.AnnData, seed: int, epochs: int, flow_epochs: int, counts: bool) -> dict:
-    split = gene_split(adata, seed, 6, 5) if name == "sergio" else combo_split(adata, seed, 3)
-    role = split["role"]
+    split = SPLITS[name](adata, seed)
+    role, test = split["role"], split["test"]  # test: (label, line, dose), None where the set has no such column
+    lined, dosed = LINE in adata.obs, DOSE in adata.obs
     train = adata[role == "train"].copy()
-    cal = adata[(role == "cal") | (adata.obs[KEY].to_numpy() == CONTROL)].copy()
+    labels = adata.obs[KEY].to_numpy()
+    lines = adata.obs[LINE].to_numpy() if lined else np.full(adata.n_obs, None)
+    doses = adata.obs[DOSE].to_numpy() if dosed else np.full(adata.n_obs, None)
+    cal = adata[(role == "cal") | (labels == CONTROL)].copy()
     scvi.settings.seed = seed
-    bj.BioJEPA.setup_anndata(train, perturbation_key=KEY, control_value=CONTROL)
+    bj.BioJEPA.setup_anndata(train, perturbation_key=KEY, control_value=CONTROL, dose_key=DOSE if dosed else None,
+                             categorical_covariate_keys=[LINE] if lined else None)  # fmt: skip
     model = bj.BioJEPA(train)
     start = time.time()
     model.train(max_epochs=epochs, enable_progress_bar=False)
@@ -141,55 +206,77 @@ def perturbation_run(name: str, adata: ad.AnnData, seed: int, epochs: int, flow_
     model.train_generative(max_epochs=flow_epochs, seed=seed)
     flow_s = time.time() - start
     rows, cov_rows, unc_rows = [], [], []
+
+    def cells(label, line, dose):
+        return (labels == label) & (lines == line) & (doses == dose)
+
     # -- distances
     log_all = log_normalize(adata.X, counts)
     pca = PCA(50, random_state=seed).fit(log_all[role == "train"])
-    labels = adata.obs[KEY].to_numpy()
-    control = np.flatnonzero(labels == CONTROL)
     rng = np.random.default_rng(seed)
-    test = split["test"]
-    pred = model.predict_perturbation(test)
-    emb_seen = model.get_perturbation_embedding()
-    emb_test = model.get_perturbation_embedding(test)
-    seen = emb_seen.obs[KEY].to_numpy()
-    start = time.time()
-    cells = model.sample_perturbation(test, n_cells=200, seed=seed)
-    sample_s = time.time() - start
-    gen_log = log_normalize(cells.X, counts)
-    for i, label in enumerate(test):
-        observed = pca.transform(log_all[labels == label])
+    trained = role == "train"
+    sample_s = 0.0
+    for label, line, dose in test:
+        covariates = {LINE: line} if lined else None
+        control = np.flatnonzero((labels == CONTROL) & (lines == line))
+        observed = pca.transform(log_all[cells(label, line, dose)])
         n = len(observed)
-        pick = rng.choice(control, n)
-        d_log = np.asarray(pred.layers["delta"][i], dtype=np.float64)
+        pred = model.predict_perturbation(label, covariates=covariates, dose=dose)
+        start = time.time()
+        generated = model.sample_perturbation(label, n_cells=200, covariates=covariates, dose=dose, seed=seed)
+        sample_s += time.time() - start
+        d_log = np.asarray(pred.layers["delta"][0], dtype=np.float64)
         if counts:  # the prediction's change on the log scale: log of predicted mean over log of control mean
             ctrl_mean = np.asarray(adata.X[control].mean(0)).ravel()
-            d_log = np.log1p(np.asarray(pred.X[i]).ravel()) - np.log1p(ctrl_mean)
-        shifted = np.maximum(log_all[pick] + d_log, 0.0)
-        nearest = seen[np.argmin(((emb_seen.X - emb_test.X[i]) ** 2).sum(1))]
-        near_rows = np.flatnonzero(labels == nearest)
+            d_log = np.log1p(np.asarray(pred.X[0]).ravel()) - np.log1p(ctrl_mean)
+        pick = rng.choice(control, n)
+        if dosed:  # the nearest seen condition: the compound at its nearest training dose (log scale; ties: lower)
+            seen = sorted({float(d) for d in doses[trained & (labels == label)]})
+            near = seen[int(np.argmin(np.abs(np.log(seen) - np.log(float(dose)))))]
+            near_rows = np.flatnonzero(trained & (labels == label) & (doses.astype(float) == near))
+        else:  # the seen perturbation (in this line) whose predicted latent shift is nearest
+            emb_seen = model.get_perturbation_embedding(covariates=covariates)
+            seen_here = {x for x in labels[trained & (lines == line)]}
+            emb_seen = emb_seen[emb_seen.obs[KEY].isin(seen_here).to_numpy()]
+            emb_test = model.get_perturbation_embedding(label, covariates=covariates)
+            nearest = emb_seen.obs[KEY].to_numpy()[np.argmin(((emb_seen.X - emb_test.X[0]) ** 2).sum(1))]
+            near_rows = np.flatnonzero(trained & (labels == nearest) & (lines == line))
         candidates = {
-            "BioJEPA flow": gen_log[rng.permutation(np.flatnonzero((cells.obs[KEY] == label).to_numpy()))[:n]],
-            "ShiftedControl": shifted,
+            "BioJEPA flow": log_normalize(generated.X, counts)[rng.permutation(generated.n_obs)[:n]],
+            "ShiftedControl": np.maximum(log_all[pick] + d_log, 0.0),
             "NearestSeen": log_all[rng.choice(near_rows, n)],
             "Control": log_all[pick],
         }
+        name_of = label + (f" in {line}" if line is not None else "") + (f" at {dose}" if dose is not None else "")
         for method, X in candidates.items():
-            Y = pca.transform(X)
-            row = {"split": name, "seed": seed, "label": label, "method": method}
-            rows.append(row | {k: f(observed, Y) for k, f in DISTANCES.items()})
+            row = {"split": name, "seed": seed, "label": name_of, "method": method}
+            rows.append(row | {k: f(observed, pca.transform(X)) for k, f in DISTANCES.items()})
     # -- calibration and coverage
     model.calibrate_uncertainty(cal, seed=seed)
-    observed_X = adata[np.isin(labels, test)].copy()
+    in_test = np.zeros(adata.n_obs, bool)
+    for entry in test:
+        in_test |= cells(*entry)
+    n_cells = int(np.median([cells(*entry).sum() for entry in test]))
+    keys = [LINE] if lined else None
     for calibrated in (True, False):
         if not calibrated:
             del model.uncertainty_calibration_
-        unc = model.predict_uncertainty(test, levels=RELIABILITY_LEVELS, n_cells=int(np.median(
-            [np.sum(labels == x) for x in test])), seed=seed)  # fmt: skip
-        cov = bj.metrics.interval_coverage(unc, observed_X, KEY)
+        parts = []
+        for dose in sorted({d for _, _, d in test}, key=str):  # one call per dose: `dose` applies to every label
+            names = sorted({label for label, _, d in test if d == dose})
+            part = model.predict_uncertainty(names, levels=RELIABILITY_LEVELS, n_cells=n_cells, seed=seed, dose=dose)
+            part_lines = part.obs[LINE].to_numpy() if lined else [None] * part.n_obs
+            held = {(label, line) for label, line, d in test if d == dose}
+            parts.append(part[np.array([pair in held for pair in zip(part.obs[KEY], part_lines, strict=True)])])
+        unc = ad.concat(parts, merge="same") if len(parts) > 1 else parts[0].copy()
+        cov = bj.metrics.interval_coverage(unc, adata[in_test], KEY, keys)
         cov_rows.append(cov.assign(split=name, seed=seed, intervals="calibrated" if calibrated else "normal"))
         if calibrated:
-            X_obs = np.vstack([np.asarray(observed_X.X[(observed_X.obs[KEY] == x).to_numpy()].mean(0)).ravel()
-                               for x in test])  # fmt: skip
+            row_lines = unc.obs[LINE].to_numpy() if lined else [None] * unc.n_obs
+            row_doses = [next(d for x, ln, d in test if x == label and ln == line)
+                         for label, line in zip(unc.obs[KEY], row_lines, strict=True)]  # fmt: skip
+            X_obs = np.vstack([np.asarray(adata.X[cells(x, line, d)].mean(0)).ravel()
+                               for x, line, d in zip(unc.obs[KEY], row_lines, row_doses, strict=True)])  # fmt: skip
             error = np.sqrt(((np.asarray(unc.X) - X_obs) ** 2).mean(1))
             size = np.sqrt((np.asarray(unc.layers["delta"]) ** 2).mean(1))
             unc_rows.append({"split": name, "seed": seed, "n": len(test),
@@ -302,13 +389,17 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=30, help="JEPA epochs (perturbation screens)")
     parser.add_argument("--hsmm-epochs", type=int, default=150, help="JEPA epochs (HSMM)")
     parser.add_argument("--flow-epochs", type=int, default=200)
-    parser.add_argument("--splits", nargs="+", default=["sergio", "norman", "hsmm"])
+    parser.add_argument("--splits", nargs="+", default=["sergio", "norman", "mcfaline", "hsmm"],
+                        help="also: dose (the simulated dose screen of --dose-data)")  # fmt: skip
+    parser.add_argument("--dose-data", type=Path, default=DOSE_SCREEN,
+                        help="file written by simulate_dose_screen.py --seed 0")  # fmt: skip
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "generative.md")
     parser.add_argument("--figure", type=Path, default=None, help="write the reliability diagram here (PNG)")
     args = parser.parse_args()
     quiet()
     torch.set_num_threads(1)
-    data = {"sergio": (sergio_data, True), "norman": (norman_data, False)}
+    data = {"sergio": (sergio_data, True), "norman": (norman_data, False), "mcfaline": (mcfaline_data, False),
+            "dose": (lambda: dose_data(args.dose_data), True)}  # fmt: skip
     results = []
     total = time.time()
     for seed in args.seeds:
