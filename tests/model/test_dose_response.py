@@ -108,3 +108,43 @@ def test_screen_ranks_the_compound_that_reaches_the_target(screen_factory):
         model.screen(library.iloc[:, :3], target=target, adata=start)
     with pytest.raises(TypeError, match="`target` must be"):
         model.screen(library, target=[1, 2], adata=start)
+
+
+def test_interpolation_weight_recovers_a_known_mixture():
+    from biojepa.model._dose_interpolation import interpolation_weight
+
+    rng = np.random.default_rng(0)
+    cases = []
+    for _ in range(5):
+        fitted, interpolated = rng.normal(size=20), rng.normal(size=20)
+        cases.append((0.3 * interpolated + 0.7 * fitted, fitted, interpolated))
+    assert interpolation_weight(cases) == pytest.approx(0.3)
+    assert interpolation_weight([(f, f, i) for _, f, i in cases]) == 0.0  # the fit alone is exact
+    assert interpolation_weight([(2 * i - f, f, i) for _, f, i in cases]) == 1.0  # clipped
+
+
+def test_unseen_interior_dose_blends_fit_and_log_dose_interpolation(screen_factory, monkeypatch):
+    """At weight 1, an unseen dose between two measured ones gets their residuals interpolated in log dose."""
+    adata = _dosed_screen(screen_factory)  # g0 measured at 0.1, 1 and 10
+    model = _train(adata)
+    kw = {"covariates": {"line": "L1"}}
+    decoded = {d: model.predict_perturbation("g0", dose=d, anchor=False, **kw).layers["delta"][0] for d in (1, 3, 10)}
+    cls = type(model)
+    monkeypatch.setattr(cls, "_dose_weight", lambda self, adata, state: 1.0)
+    blended = model.predict_perturbation("g0", dose=3.0, **kw).layers["delta"][0]
+    monkeypatch.setattr(cls, "_dose_weight", lambda self, adata, state: 0.0)
+    fitted = model.predict_perturbation("g0", dose=3.0, **kw).layers["delta"][0]
+    in_l1 = (adata.obs["line"] == "L1").to_numpy()
+    g0 = adata[(adata.obs["condition"] == "g0").to_numpy() & in_l1]
+    control = np.asarray(adata[(adata.obs["condition"] == "control").to_numpy() & in_l1].X.mean(0)).ravel()
+    doses = g0.obs["dose"].astype(float).to_numpy()
+    residual = {d: np.asarray(g0.X[doses == d].mean(0)).ravel() - control - decoded[d] for d in (1, 10)}
+    t = np.log(3.0) / np.log(10.0)  # position of 3 between 1 and 10 in log dose
+    expected = decoded[3] + (1 - t) * residual[1] + t * residual[10]
+    np.testing.assert_allclose(blended, expected, atol=1e-4)
+    assert np.abs(blended - fitted).max() > 1e-3  # weight 0 keeps the fit along the dose-response
+    monkeypatch.undo()
+    chosen = model.predict_perturbation("g0", dose=3.0, **kw).layers["delta"][0]  # on the segment between them
+    w = float(np.dot(chosen - fitted, blended - fitted) / np.dot(blended - fitted, blended - fitted))
+    assert -1e-6 <= w <= 1 + 1e-6
+    np.testing.assert_allclose(chosen, (1 - w) * fitted + w * blended, atol=1e-4)

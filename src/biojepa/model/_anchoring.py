@@ -15,8 +15,10 @@ observed change where one exists, so predictions start from what was measured an
   hold some out), or in a group without observed trained singles (a cell line never seen perturbed), the whole
   residual of the other groups;
 * with doses: the residual fitted over the single's training doses as a multiple of its learned dose-response,
-  evaluated at the requested dose (so an unseen dose moves along the learned Hill curve); inside a combination,
-  denoised the same way as without doses;
+  evaluated at the requested dose (so an unseen dose moves along the learned Hill curve); an unseen dose between
+  measured ones blends it with the log-dose interpolation of the two neighbouring doses' residuals, by a weight
+  chosen by leaving measured doses out (:mod:`biojepa.model._dose_interpolation`); inside a combination, denoised
+  the same way as without doses;
 * a token the perturbation loss never trained with this perturbation type and nobody observed (a gene never
   perturbed, or only knocked down when an activation is asked for; a compound known from its features): the mean
   observed change of the trained singles observed in the group, at the nearest doses, minus the decoding of their
@@ -33,6 +35,7 @@ from anndata import AnnData
 
 from ..perturbation import CovariateGroup, Perturbation
 from ._context_transfer import ContextTransferMixin
+from ._dose_interpolation import interpolation_weight, log_dose_interpolation
 
 
 def _same_type(a, b) -> bool:
@@ -95,9 +98,8 @@ class AnchoringMixin(ContextTransferMixin):
             r = noise = None
             if dose is None:
                 r, _, noise, _ = self._single(adata, state, gene)
-            elif (fit := self._dose_fit(adata, state, gene)) is not None and dose > 0:
-                h = self._gate(state, gene, dose)
-                r, noise = h * fit[0], h * h * fit[1]
+            elif (found := self._dose_residual(adata, state, gene, dose)) is not None:
+                r, noise = found
             mean = self._typical_residual(adata, state, dose)
             if r is None or not np.ndim(mean):  # unmeasured, or no trained single observed in the group
                 cache[(gene, dose)] = r
@@ -112,6 +114,13 @@ class AnchoringMixin(ContextTransferMixin):
         eff = self._effect(state["group"], state["context"], Perturbation((gene,), (dose,)), state["ptype"])
         return float(eff["gate"][0, 0])
 
+    def _dose_points(self, adata: AnnData, state: dict, gene: str) -> tuple[np.ndarray, list[_Single]]:
+        """The positive doses at which ``gene`` was measured alone in the group (increasing), and its single there."""
+        group = state["group"]
+        measured = np.unique(group.single_doses.get(gene, np.array([]))) if gene in group.singles else np.array([])
+        measured = measured[np.isfinite(measured) & (measured > 0)]
+        return measured, [self._single(adata, state, gene, float(d)) for d in measured]
+
     def _dose_fit(self, adata: AnnData, state: dict, gene: str) -> tuple[np.ndarray, np.ndarray] | None:
         r"""Residual per unit of dose-response of ``gene`` in the group and its per-gene sampling variance.
 
@@ -120,32 +129,75 @@ class AnchoringMixin(ContextTransferMixin):
         with :math:`v_i` that of the single's mean at :math:`d_i`. ``None`` where the single was not measured in
         the group at a positive dose.
         """
-        group = state["group"]
-        if gene not in group.singles:
-            return None
         fits = state.setdefault("dose_fits", {})
         if gene not in fits:
-            measured = np.unique(group.single_doses.get(gene, np.array([])))
-            measured = measured[np.isfinite(measured) & (measured > 0)]
-            num, var, den = 0.0, 0.0, 0.0
-            for d in measured:
-                single = self._single(adata, state, gene, float(d))
-                num = num + single.gate * single.residual
-                var = var + single.gate**2 * single.variance
-                den += single.gate**2
+            _, singles = self._dose_points(adata, state, gene)
+            num = sum(s.gate * s.residual for s in singles)
+            var = sum(s.gate**2 * s.variance for s in singles)
+            den = sum(s.gate**2 for s in singles)
             fits[gene] = None if den <= 1e-12 else (num / den, var / den**2)
         return fits[gene]
 
-    def _dosed_residual(self, adata: AnnData, state: dict, gene: str, dose: float) -> np.ndarray | None:
-        """Residual of ``gene`` at ``dose``: ``h(dose) r``, ``r`` fitted over its training doses (:meth:`_dose_fit`).
+    def _dose_weight(self, adata: AnnData, state: dict) -> float:
+        """Weight of the log-dose interpolation at unseen interior doses, chosen by leaving measured doses out.
 
-        So the part of the effect the latent misses follows the learned dose-response and the sampling noise of each
-        dose's cells averages out. ``None`` where the single was not measured in the group.
+        Each interior measured dose of each single of the group is predicted from the single's other doses, by the
+        fit along the dose-response and by interpolation
+        (:func:`~biojepa.model._dose_interpolation.interpolation_weight`).
         """
+        if "dose_weight" not in state:
+            cases = []
+            for gene in state["group"].singles:
+                doses, singles = self._dose_points(adata, state, gene)
+                if len(doses) < 3:
+                    continue
+                num = sum(s.gate * s.residual for s in singles)
+                den = sum(s.gate**2 for s in singles)
+                for i in range(1, len(doses) - 1):
+                    left = [j for j in range(len(doses)) if j != i]
+                    rest = den - singles[i].gate ** 2
+                    interpolated = log_dose_interpolation(
+                        doses[left],
+                        [singles[j].residual for j in left],
+                        [singles[j].variance for j in left],
+                        float(doses[i]),
+                    )
+                    if rest <= 1e-12 or interpolated is None:
+                        continue
+                    fitted = singles[i].gate * (num - singles[i].gate * singles[i].residual) / rest
+                    cases.append((singles[i].residual, fitted, interpolated[0]))
+            state["dose_weight"] = interpolation_weight(cases)
+        return state["dose_weight"]
+
+    def _dose_residual(
+        self, adata: AnnData, state: dict, gene: str, dose: float
+    ) -> tuple[np.ndarray, np.ndarray] | None:
+        """Residual of ``gene`` at ``dose`` and its sampling variance (module docstring); ``None`` if never measured."""
         fit = self._dose_fit(adata, state, gene)
         if fit is None or not dose > 0:
             return None
-        return self._gate(state, gene, dose) * fit[0]
+        h = self._gate(state, gene, dose)
+        value, variance = h * fit[0], h * h * fit[1]
+        weight = self._dose_weight(adata, state)
+        if weight > 0:
+            doses, singles = self._dose_points(adata, state, gene)
+            found = log_dose_interpolation(
+                doses, [s.residual for s in singles], [s.variance for s in singles], float(dose)
+            )
+            if found is not None:
+                value = (1 - weight) * value + weight * found[0]
+                variance = (1 - weight) ** 2 * variance + weight**2 * found[1]
+        return value, variance
+
+    def _dosed_residual(self, adata: AnnData, state: dict, gene: str, dose: float) -> np.ndarray | None:
+        """Residual of ``gene`` at ``dose`` (:meth:`_dose_residual`), ``None`` where never measured in the group.
+
+        ``h(dose) r``, ``r`` fitted over its training doses, blended at unseen interior doses with the log-dose
+        interpolation of its neighbouring doses. So the part of the effect the latent misses follows the learned
+        dose-response and the sampling noise of each dose's cells averages out.
+        """
+        found = self._dose_residual(adata, state, gene, dose)
+        return None if found is None else found[0]
 
     def _typical_singles(self, adata: AnnData, state: dict, dose: float | None) -> list[tuple[str, np.ndarray]]:
         """``(gene, residual)`` of the trained singles observed in the group (at ``dose``)."""

@@ -92,7 +92,8 @@ class FlowTrainingMixin(SpreadMixin):
         Returns
         -------
         One row per population pair: its kind (``"perturbation"`` or ``"time"``), covariate group, source and target
-        labels (and the target's dose, for a model with doses) and cell counts; also in ``model.generative_config_["pairs"]``, with each flow's final loss in
+        labels (and the target's dose, for a model with doses) and cell counts; also in
+        ``model.generative_config_["pairs"]``, with each flow's final loss in
         ``model.generative_config_["final_loss"]``.
 
         Examples
