@@ -129,9 +129,9 @@ class CompositionMixin(AnchoringMixin, ReferenceMixin):
         ``anchor``: each member contributes, besides its decoded learned effect, the residual of that decoding
         against an observed change (:mod:`biojepa.model._anchoring`): a seen single returns its observed change, a
         combination of seen singles starts from the additive combination of their denoised observed changes plus
-        what the model adds (the interaction and the decoder's non-additivity), an unseen dose moves the nearest
-        dose's residual along the learned dose-response, and an untrained token gets the residual its trained peers
-        share.
+        what the model adds (the interaction and the decoder's non-additivity), a dose gets the single's residual
+        fitted along the learned dose-response (between measured doses, blended with their log-dose interpolation
+        by a weight chosen on left-out doses), and an untrained token gets the residual its trained peers share.
         ``observed``: a perturbation observed in the group returns its observed mean change. ``features``: rows
         for members the model's own feature table lacks (a screened library).
         """

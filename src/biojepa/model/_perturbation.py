@@ -117,8 +117,10 @@ class PerturbationMixin(CompositionMixin):
             effect is corrected by the decoding's residual on its observed single, so a seen single returns its
             observed change and a combination of seen singles starts from the additive combination of their
             observed changes, each denoised gene by gene by its sampling variance (genes a single moves within its
-            noise take the change every perturbation of the group shares). ``False``: every change is decoded from
-            the model alone.
+            noise take the change every perturbation of the group shares). With doses, a gene's residual is fitted
+            over its measured doses along its learned dose-response; at an unseen dose between measured ones it is
+            blended with the log-dose interpolation of the neighbouring doses' residuals, by the weight that
+            predicts left-out measured doses best. ``False``: every change is decoded from the model alone.
         observed
             Return the observed mean change for perturbations observed in the group (``obs["source"]`` says so).
         return_uncertainty
