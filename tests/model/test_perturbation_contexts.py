@@ -274,20 +274,6 @@ def test_cross_line_transfer_is_chosen_on_singles_held_out_in_one_line(tmp_path)
     assert abs(pred.layers["delta"][0, 23:26].mean()) < 0.25
     module.context_transfer.copy_(torch.tensor([0.0, 1.0]))  # the own part observed in L1 and L2, whole
     assert model.predict_perturbation("g5", covariates={"line": "L3"}).layers["delta"][0, 23:26].mean() > 0.5
-    # a line never seen perturbed, given by its control cells: the change the other lines share (kappa = beta = 0)
-    module.context_transfer.copy_(torch.tensor([0.0, 0.0]))
-    more = _lines_screen([*lines, "L4"], singles | {"L4": []})
-    pred = model.predict_perturbation("g5", adata=more[(more.obs["line"] == "L4").to_numpy()].copy())
-    X, obs = np.asarray(adata.X, dtype=np.float64), adata.obs
-    shared = []
-    for line in lines:
-        control = X[((obs["condition"] == "control") & (obs["line"] == line)).to_numpy()].mean(0)
-        rows = [((obs["condition"] == g) & (obs["line"] == line)).to_numpy() for g in singles[line]]
-        shared.append(np.mean([X[r].mean(0) - control for r in rows], axis=0))
-    np.testing.assert_allclose(pred.layers["delta"][0], np.mean(shared, axis=0), atol=1e-4)
-    module.context_transfer.copy_(torch.tensor([0.0, 1.0]))  # plus g5's own part observed in L1 and L2
-    own = model.predict_perturbation("g5", adata=more[(more.obs["line"] == "L4").to_numpy()].copy())
-    assert own.layers["delta"][0, 23:26].mean() > pred.layers["delta"][0, 23:26].mean() + 0.5
     # saved and loaded, with data whose candidate pairs differ (one line fewer): the held-out pairs come back
     model.save(tmp_path / "m", overwrite=True)
     loaded = bj.BioJEPA.load(tmp_path / "m", adata=adata[(adata.obs["line"] != "L3").to_numpy()].copy())

@@ -11,10 +11,9 @@ observed change where one exists, so predictions start from what was measured an
   the gene's learned own effect and of its own part observed there that predict singles held out in one group
   (:mod:`biojepa.model._context_transfer`). Much of a perturbation's change in a cell line is shared by every
   perturbation of that line; it is measured in the line itself, and only as much of what is specific to the gene is
-  borrowed as the held-out pairs confirm. In a cell line never seen perturbed (given by its control cells), the
-  shared response is the one the other groups' perturbations share, with the same shares of the gene's own parts.
-  In a model without such pairs (too few singles seen in several groups to hold some out), or in a group whose
-  observed singles were all held out of training, the whole residual of the other groups;
+  borrowed as the held-out pairs confirm. In a model without such pairs (too few singles seen in several groups to
+  hold some out), or in a group without observed trained singles (a cell line never seen perturbed), the whole
+  residual of the other groups;
 * with doses: the residual fitted over the single's training doses as a multiple of its learned dose-response,
   evaluated at the requested dose (so an unseen dose moves along the learned Hill curve); an unseen dose between
   measured ones blends it with the log-dose interpolation of the two neighbouring doses' residuals, by a weight
@@ -35,8 +34,15 @@ import numpy as np
 from anndata import AnnData
 
 from ..perturbation import CovariateGroup, Perturbation
-from ._context_transfer import ContextTransferMixin, _same_type
+from ._context_transfer import ContextTransferMixin
 from ._dose_interpolation import interpolation_weight, log_dose_interpolation
+
+
+def _same_type(a, b) -> bool:
+    """Whether two perturbation-type codes (tensors or ``None``) agree."""
+    if a is None or b is None:
+        return a is None and b is None
+    return bool((a == b).all())
 
 
 class _Single(NamedTuple):
@@ -249,24 +255,6 @@ class AnchoringMixin(ContextTransferMixin):
                 cache[dose] = np.mean(changes, axis=0) - self._decode(state["z_ctrl_t"], mean_effect)
         return cache[dose]
 
-    def _training_groups(self, own: dict) -> tuple:
-        """``(adata, groups, state)`` of the training data, for a group whose reference holds no other group.
-
-        A new context given only by its control cells: what other groups observed is read in the training data,
-        with prediction states of its own (cached in ``own``), since row indices belong to one AnnData.
-        """
-        if "training_groups" not in own:
-            train, _, groups = self._reference(None, None)
-            states: dict = {}
-
-            def state(group):
-                if group.values not in states:
-                    states[group.values] = self._state(train, group, None, 500, 0)
-                return states[group.values]
-
-            own["training_groups"] = (train, groups, state)
-        return own["training_groups"]
-
     def _measures_shared(self, state: dict) -> bool:
         """Whether a trained single was observed in the group of ``state`` (so its shared residual is measured)."""
         if "measures_shared" not in state:
@@ -312,16 +300,11 @@ class AnchoringMixin(ContextTransferMixin):
             found = (self._denoised_residual if combined else self._dosed_residual)(adata, own, gene, dose)
             if found is not None:
                 return found
-        # The gene's own part is weighed against a shared response: measured in the group, or, in a context never
-        # seen perturbed (no single observed there), the one the other groups share. Without chosen shares, or in a
-        # group whose singles were all held out of training, the whole residual of the other groups, below.
-        if dose is None and (self._measures_shared(own) or not group.singles):
+        # Only where the group measured its own shared response is the gene's own part weighed against it; in a
+        # context never seen with perturbations, the other groups' whole residual is the best guess.
+        if dose is None and self._measures_shared(own):  # else the whole residual of the other groups, below
             chosen = self._context_transfer()  # (kappa, beta) chosen on held-out pairs; None: none were held out
-            terms = None if chosen is None else self._transfer_terms(adata, own, gene, every, state)
-            if terms is None and chosen is not None and not group.singles:  # the other groups of the training data
-                train, groups, train_state = self._training_groups(own)
-                terms = self._transfer_terms(train, own, gene, groups, train_state)
-            if terms is not None:
+            if chosen is not None and (terms := self._transfer_terms(adata, own, gene, every, state)) is not None:
                 kappa, beta = chosen
                 estimate = terms["shared"] + kappa * terms["deviation"] + beta * terms["own_part"]
                 return estimate - terms["decoded"]

@@ -13,10 +13,6 @@ perturbation loss in that group only (:func:`~biojepa.perturbation.validation_pa
 effect in the group was never fitted to the group's cells, as for the pairs a user asks for. Where knockouts
 act alike in every line, :math:`\kappa` or :math:`\beta` near 1 keeps what the gene does; where what a gene does
 beyond its line's shared response does not carry over, both near 0 give the line's mean change.
-
-A line never seen perturbed (its control cells given at prediction) has no :math:`m_G` of its own; there it is the
-mean over the other lines of theirs, with the same :math:`\kappa` and :math:`\beta` (:math:`D` decoded in the new
-line): what is shared by perturbations in the lines at hand, and of the gene's own part as much as carries over.
 """
 
 from __future__ import annotations
@@ -33,13 +29,6 @@ logger = logging.getLogger(__name__)
 
 #: What a group's prediction state holds of its encoded control cells (see ``CompositionMixin._state``).
 _ENCODED = ("z_ctrl", "z0", "log_ctrl_mean", "context", "ptype", "z_ctrl_t")
-
-
-def _same_type(a, b) -> bool:
-    """Whether two perturbation-type codes (tensors or ``None``) agree."""
-    if a is None or b is None:
-        return a is None and b is None
-    return bool((a == b).all())
 
 
 class ContextTransferMixin:
@@ -110,46 +99,21 @@ class ContextTransferMixin:
     def _transfer_terms(self, adata, own: dict, gene: str, every: list[CovariateGroup], state) -> dict | None:
         """``m_G``, ``D``, ``O`` and ``decode(e_gene)`` of a single in the group of ``own`` (module docstring).
 
-        ``None`` where the gene was observed alone in no other group, or where the group observed no single and no
-        other group of its type did either (no shared response to start from).
+        ``None`` where the group observed no single or the gene was observed alone in no other group.
         """
         rest = self._elsewhere(adata, gene, own["group"].values, own["ptype"], every, state)
-        if not rest:
+        if not own["group"].singles or not rest:
             return None
-        if own["group"].singles:  # every single the group observed, trained or held out: measured there
-            if "shared_change" not in own:
-                changes = [self._single(adata, own, g).change for g in sorted(own["group"].singles)]
-                own["shared_change"] = np.mean(changes, axis=0)
-            shared = own["shared_change"]
-        else:  # a context never seen perturbed: what the other groups' perturbations share (in ``adata``)
-            cache = own.setdefault("shared_elsewhere", {})  # keyed by where it was read: training data or not
-            if (key := adata is self.adata) not in cache:
-                cache[key] = self._shared_elsewhere(adata, own, every, state)
-            shared = cache[key]
-        if shared is None:
-            return None
+        if "shared_change" not in own:  # every single the group observed, trained or held out: measured there
+            changes = [self._single(adata, own, g).change for g in sorted(own["group"].singles)]
+            own["shared_change"] = np.mean(changes, axis=0)
         decoded, deviation = self._learned_part(own, gene)
         return {
-            "shared": shared,
+            "shared": own["shared_change"],
             "deviation": deviation,
             "own_part": np.mean([r - t for r, t in rest], axis=0),
             "decoded": decoded,
         }
-
-    def _shared_elsewhere(self, adata, own: dict, every: list[CovariateGroup], state) -> np.ndarray | None:
-        """Mean over the other groups of the type of ``own`` of their singles' mean observed change; ``None``: none."""
-        shared = []
-        for other in every:
-            if other.values == own["group"].values or not other.singles:
-                continue
-            try:
-                st = state(other)
-                if not _same_type(st["ptype"], own["ptype"]):
-                    continue
-                shared.append(np.mean([self._single(adata, st, g).change for g in sorted(other.singles)], axis=0))
-            except ValueError:  # e.g. a group whose perturbation type is ambiguous: not used
-                continue
-        return np.mean(shared, axis=0) if shared else None
 
     def _choose_context_transfer(self) -> None:
         """Fit ``(kappa, beta)`` on the held-out pairs' observed changes (module docstring)."""
