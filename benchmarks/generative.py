@@ -342,7 +342,7 @@ def mean_sd(values: pd.Series) -> str:
 def report(dist: pd.DataFrame, cov: pd.DataFrame, unc: pd.DataFrame, seconds: pd.DataFrame, args, total: float) -> str:
     lines = [f"# Generative head benchmark ({datetime.date.today()})", "",
              f"`python benchmarks/generative.py --seeds {' '.join(map(str, args.seeds))} --epochs {args.epochs} "
-             f"--flow-epochs {args.flow_epochs}`", "",
+             f"--flow-epochs {args.flow_epochs} --splits {' '.join(args.splits)}`", "",
              f"Seeds {list(args.seeds)}; {cpu_model()}, 1 thread; {total:.0f} s.", ""]  # fmt: skip
     lines += ["## Distances of generated to observed held-out cells (lower is better)", "",
               "Per seed the mean over held-out perturbations (or the one held-out time); mean ± sd over seeds.",
