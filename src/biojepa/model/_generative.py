@@ -56,17 +56,16 @@ class FlowTrainingMixin(SpreadMixin):
         r"""Fit an ensemble of conditional flows from source to target populations in the target-encoder latent space.
 
         Conditional flow matching on straight paths with minibatch optimal-transport pairing
-        :cite:p:`lipman2023flow,liu2023rectified,tong2024otcfm` (pairing by POT's exact solver). Populations come
-        from the training AnnData: with a ``perturbation_key``, each covariate group's control cells (source) and
-        the cells of each observed perturbation in it (target; one population per dose with a ``dose_key``); with a
-        ``time_key``, the cells of a covariate group
-        at one time (source) and at each later time (target). A flow's condition is the predicted mean latent shift
-        (the composition of :meth:`predict_perturbation`, or :meth:`predict_trajectory` from the source's time on)
-        and the source's mean latent; its velocity is that shift plus a learned departure, so it generalizes to an
-        unseen perturbation or time through the predictor. Member 0 of the ensemble sees every population pair, the
-        others a bootstrap resample of them; their disagreement is the epistemic part of
-        :meth:`predict_uncertainty`, and the perturbation pairs each leaves out choose how much of the flow's
-        per-cell spread sampled cells keep around the predicted mean (``model.generative_config_["spread"]``; see
+        :cite:p:`lipman2023flow,liu2023rectified,tong2024otcfm` (pairing by POT's exact solver). Populations come from
+        the training AnnData: with a ``perturbation_key``, each covariate group's control cells (source) and the cells
+        of each observed perturbation in it (target; one population per dose with a ``dose_key``); with a ``time_key``,
+        the cells of a covariate group at one time (source) and at each later time (target). A flow's condition is the
+        predicted mean latent shift (the composition of :meth:`predict_perturbation`, or :meth:`predict_trajectory` from
+        the source's time on) and the source's mean latent; its velocity is that shift plus a learned departure, so it
+        generalizes to an unseen perturbation or time through the predictor. Member 0 of the ensemble sees every
+        population pair, the others a bootstrap resample of them; their disagreement is the epistemic part of
+        :meth:`predict_uncertainty`, and the perturbation pairs each leaves out choose how much of the flow's per-cell
+        spread sampled cells keep around the predicted mean (``model.generative_config_["spread"]``; see
         :meth:`sample_perturbation`). The JEPA weights are not changed.
 
         Parameters

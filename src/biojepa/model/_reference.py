@@ -212,10 +212,11 @@ class ReferenceMixin:
         if not setup.dose_key:
             return {Perturbation(genes): rows for genes, rows in sorted(group.observed.items())}
         obs = (self.adata if adata is None else adata).obs
+        all_labels = obs[setup.perturbation_key].astype(str).to_numpy()
+        all_doses = obs[setup.dose_key].astype(str).to_numpy()
         out: dict[Perturbation, np.ndarray] = {}
         for _, rows in sorted(group.observed.items()):
-            labels = obs[setup.perturbation_key].astype(str).to_numpy()[rows]
-            doses = obs[setup.dose_key].astype(str).to_numpy()[rows]
+            labels, doses = all_labels[rows], all_doses[rows]
             for label, dose in sorted(set(zip(labels, doses, strict=True))):
                 p = setup.parse(label, dose)
                 out[p] = np.concatenate([out.get(p, rows[:0]), rows[(labels == label) & (doses == dose)]])

@@ -185,7 +185,9 @@ class UncertaintyMixin:
         by_dose: dict[str | None, set[str]] = {}  # one prediction call per dose, as `dose` applies to every label
         for pops in held.values():
             for p in pops:
-                by_dose.setdefault(p.dose_label(setup.delimiter), set()).add(p.label(setup.delimiter))
+                by_dose.setdefault(p.dose_label(setup.delimiter), set()).add(
+                    p.label(setup.delimiter, setup.control_value)
+                )
         scores = []
         for dose, names in sorted(by_dose.items(), key=lambda kv: str(kv[0])):
             kwargs = predict_kwargs if dose is None else {**predict_kwargs, "dose": dose}
