@@ -7,12 +7,14 @@ same latents both ways: PCA(50) of log1p-CP10k HVGs (as in ``latent.py``), BioJE
 200 epochs) through its context encoder (``get_latent_representation()``) and its EMA target encoder
 (``encoder="target"``). Same data, folds and metric as ``latent.py`` (5-fold, mean per-protein Pearson r of the CLR).
 
-Run ``python benchmarks/eccite_readout.py --seeds 0 1 2`` (about 4 minutes on 2 cores, 1 thread).
+Run ``python benchmarks/eccite_readout.py --seeds 0 1 2`` (about 4 minutes on 2 cores, 1 thread); ``--model-kwargs``
+scores another configuration (e.g. ``'{"n_latent": 128}'``) and ``--out`` names its result file.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
@@ -48,6 +50,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--epochs", type=int, default=200)
+    parser.add_argument("--model-kwargs", type=json.loads, default={}, help="BioJEPA arguments, as JSON")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "eccite_readout.md")
     args = parser.parse_args()
     quiet()
@@ -63,7 +66,7 @@ def main() -> None:
         scvi.settings.seed = seed
         b = adata.copy()
         bj.BioJEPA.setup_anndata(b, layer="counts")
-        model = bj.BioJEPA(b)
+        model = bj.BioJEPA(b, **args.model_kwargs)
         model.train(max_epochs=args.epochs, enable_progress_bar=False, accelerator="cpu", devices=1)
         latents = {
             "PCA (50)": a.obsm["X_pca"],
@@ -78,7 +81,8 @@ def main() -> None:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     table.to_csv(args.out.with_suffix(".csv"), index=False)
     summary = table.groupby(["latent", "readout"])["protein r"].agg(["mean", "std"]).round(3)
-    command = f"`python benchmarks/eccite_readout.py --seeds {' '.join(map(str, args.seeds))}`"
+    extra = f" --model-kwargs '{json.dumps(args.model_kwargs)}'" if args.model_kwargs else ""
+    command = f"`python benchmarks/eccite_readout.py --seeds {' '.join(map(str, args.seeds))}{extra}`"
     text = f"{command}\n\n{summary.to_markdown()}\n"
     args.out.write_text(text)
     print(text)
