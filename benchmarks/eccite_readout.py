@@ -8,7 +8,8 @@ same latents both ways: PCA(50) of log1p-CP10k HVGs (as in ``latent.py``), BioJE
 (``encoder="target"``). Same data, folds and metric as ``latent.py`` (5-fold, mean per-protein Pearson r of the CLR).
 
 Run ``python benchmarks/eccite_readout.py --seeds 0 1 2`` (about 4 minutes on 2 cores, 1 thread); ``--model-kwargs``
-scores another configuration (e.g. ``'{"n_latent": 128}'``) and ``--out`` names its result file.
+scores another configuration (e.g. ``'{"n_latent": 128}'``), ``--set shared:eccite --pca-only`` the PCA baseline on
+the genes shared with Kang and HSMM (``latent.py``'s pooled comparison), and ``--out`` names the result file.
 """
 
 from __future__ import annotations
@@ -51,11 +52,14 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--epochs", type=int, default=200)
     parser.add_argument("--model-kwargs", type=json.loads, default={}, help="BioJEPA arguments, as JSON")
+    parser.add_argument("--set", default="eccite", choices=["eccite", "shared:eccite"],
+                        help="the 2,000 HVGs, or the genes shared with Kang and HSMM (latent.py's sets)")  # fmt: skip
+    parser.add_argument("--pca-only", action="store_true", help="score the PCA latent only (no training)")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "eccite_readout.md")
     args = parser.parse_args()
     quiet()
     torch.set_num_threads(1)
-    adata = load_set("eccite")
+    adata = load_set(args.set)
     Y = adata.obsm["protein_clr"]
     rows = []
     for seed in args.seeds:
@@ -63,16 +67,15 @@ def main() -> None:
         sc.pp.normalize_total(a, target_sum=1e4)
         sc.pp.log1p(a)
         sc.pp.pca(a, n_comps=50, random_state=seed)
-        scvi.settings.seed = seed
-        b = adata.copy()
-        bj.BioJEPA.setup_anndata(b, layer="counts")
-        model = bj.BioJEPA(b, **args.model_kwargs)
-        model.train(max_epochs=args.epochs, enable_progress_bar=False, accelerator="cpu", devices=1)
-        latents = {
-            "PCA (50)": a.obsm["X_pca"],
-            "BioJEPA": model.get_latent_representation(),
-            "BioJEPA [target]": model.get_latent_representation(encoder="target"),
-        }
+        latents = {"PCA (50)": a.obsm["X_pca"]}
+        if not args.pca_only:
+            scvi.settings.seed = seed
+            b = adata.copy()
+            bj.BioJEPA.setup_anndata(b, layer="counts")
+            model = bj.BioJEPA(b, **args.model_kwargs)
+            model.train(max_epochs=args.epochs, enable_progress_bar=False, accelerator="cpu", devices=1)
+            latents["BioJEPA"] = model.get_latent_representation()
+            latents["BioJEPA [target]"] = model.get_latent_representation(encoder="target")
         for name, Z in latents.items():
             for zscore in (True, False):
                 rows.append({"seed": seed, "latent": name, "readout": "z-scored columns" if zscore else "raw columns",
@@ -82,6 +85,7 @@ def main() -> None:
     table.to_csv(args.out.with_suffix(".csv"), index=False)
     summary = table.groupby(["latent", "readout"])["protein r"].agg(["mean", "std"]).round(3)
     extra = f" --model-kwargs '{json.dumps(args.model_kwargs)}'" if args.model_kwargs else ""
+    extra += (f" --set {args.set}" if args.set != "eccite" else "") + (" --pca-only" if args.pca_only else "")
     command = f"`python benchmarks/eccite_readout.py --seeds {' '.join(map(str, args.seeds))}{extra}`"
     text = f"{command}\n\n{summary.to_markdown()}\n"
     args.out.write_text(text)
