@@ -24,27 +24,12 @@ import pandas as pd
 import scanpy as sc
 import scvi
 import torch
-from sklearn.linear_model import RidgeCV
-from sklearn.model_selection import KFold
 
 import biojepa as bj
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _common import quiet
-from latent import load_set
-
-
-def ridge_r(Z: np.ndarray, Y: np.ndarray, seed: int, zscore: bool) -> float:
-    """Mean per-protein Pearson r of 5-fold RidgeCV predictions, on z-scored or raw latent columns."""
-    Y = np.array(Y, dtype=np.float64)
-    pred = np.zeros_like(Y)
-    for tr, te in KFold(5, shuffle=True, random_state=seed).split(Z):
-        mu, sd = (Z[tr].mean(0), Z[tr].std(0) + 1e-8) if zscore else (0.0, 1.0)
-        model = RidgeCV(alphas=np.logspace(-2, 6, 17), alpha_per_target=True).fit((Z[tr] - mu) / sd, Y[tr])
-        pred[te] = model.predict((Z[te] - mu) / sd)
-    p, o = pred - pred.mean(0), Y - Y.mean(0)
-    den = np.sqrt((p**2).sum(0) * (o**2).sum(0))
-    return float(np.mean(np.where(den > 0, (p * o).sum(0) / np.where(den > 0, den, 1), 0)))
+from latent import _ridge_cv, load_set
 
 
 def main() -> None:
@@ -79,7 +64,7 @@ def main() -> None:
         for name, Z in latents.items():
             for zscore in (True, False):
                 rows.append({"seed": seed, "latent": name, "readout": "z-scored columns" if zscore else "raw columns",
-                             "protein r": ridge_r(np.asarray(Z), Y, seed, zscore)})  # fmt: skip
+                             "protein r": _ridge_cv(np.asarray(Z), Y, seed, zscore)})  # fmt: skip
     table = pd.DataFrame(rows)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     table.to_csv(args.out.with_suffix(".csv"), index=False)

@@ -199,8 +199,11 @@ def _shared_set(name: str):
 
 
 # ---------------------------------------------------------------------------------------------------------- scores
-def _ridge_cv(Z: np.ndarray, Y: np.ndarray, seed: int) -> float:
-    """Mean per-column Pearson r of 5-fold RidgeCV predictions of ``Y`` from ``Z`` (columns z-scored on train)."""
+def _ridge_cv(Z: np.ndarray, Y: np.ndarray, seed: int, zscore: bool = True) -> float:
+    """Mean per-column Pearson r of 5-fold RidgeCV predictions of ``Y`` from ``Z``.
+
+    ``Z``'s columns are z-scored on the training folds, or taken as they are with ``zscore=False``.
+    """
     from sklearn.linear_model import RidgeCV
     from sklearn.model_selection import KFold
 
@@ -208,7 +211,7 @@ def _ridge_cv(Z: np.ndarray, Y: np.ndarray, seed: int) -> float:
     Y = np.array(Y, dtype=np.float64)
     pred = np.zeros_like(Y)
     for tr, te in KFold(5, shuffle=True, random_state=seed).split(Z):
-        mu, sd = Z[tr].mean(0), Z[tr].std(0) + 1e-8
+        mu, sd = (Z[tr].mean(0), Z[tr].std(0) + 1e-8) if zscore else (0.0, 1.0)
         ridge = RidgeCV(alphas=np.logspace(-2, 6, 17), alpha_per_target=True).fit((Z[tr] - mu) / sd, Y[tr])
         pred[te] = ridge.predict((Z[te] - mu) / sd)
     p, o = pred - pred.mean(0), Y - Y.mean(0)

@@ -151,8 +151,8 @@ class AnchoringMixin(ContextTransferMixin):
                 doses, singles = self._dose_points(adata, state, gene)
                 if len(doses) < 3:
                     continue
-                num = sum(s.gate * s.residual for s in singles)
                 den = sum(s.gate**2 for s in singles)
+                num = self._dose_fit(adata, state, gene)[0] * den  # the fit's numerator, sum of h_i rho_i
                 for i in range(1, len(doses) - 1):
                     left = [j for j in range(len(doses)) if j != i]
                     rest = den - singles[i].gate ** 2
@@ -178,15 +178,12 @@ class AnchoringMixin(ContextTransferMixin):
             return None
         h = self._gate(state, gene, dose)
         value, variance = h * fit[0], h * h * fit[1]
-        weight = self._dose_weight(adata, state)
-        if weight > 0:
-            doses, singles = self._dose_points(adata, state, gene)
-            found = log_dose_interpolation(
-                doses, [s.residual for s in singles], [s.variance for s in singles], float(dose)
-            )
-            if found is not None:
-                value = (1 - weight) * value + weight * found[0]
-                variance = (1 - weight) ** 2 * variance + weight**2 * found[1]
+        doses, singles = self._dose_points(adata, state, gene)  # cached by the fit
+        found = log_dose_interpolation(doses, [s.residual for s in singles], [s.variance for s in singles], float(dose))
+        if found is not None:  # an unseen dose inside the measured range: only then is the weight needed
+            weight = self._dose_weight(adata, state)
+            value = (1 - weight) * value + weight * found[0]
+            variance = (1 - weight) ** 2 * variance + weight**2 * found[1]
         return value, variance
 
     def _dosed_residual(self, adata: AnnData, state: dict, gene: str, dose: float) -> np.ndarray | None:

@@ -170,9 +170,9 @@ def _validated_shares(targets: list[np.ndarray], terms: list[np.ndarray]) -> np.
     shares are 0: a fit on a few pairs can find a share in noise, and this check keeps it from being trusted.
     ``targets``: per pair, observed change minus the group's mean change; ``terms``: per pair, ``(n_genes, 2)``.
     """
-    fit = lsq_linear(np.concatenate(terms), np.concatenate(targets), bounds=(0.0, 1.0)).x
     if len(targets) < 2:
         return np.zeros(2)
+    fit = lsq_linear(np.concatenate(terms), np.concatenate(targets), bounds=(0.0, 1.0)).x
     held_error = zero_error = 0.0
     for i in range(len(targets)):
         rest = [j for j in range(len(targets)) if j != i]
