@@ -17,6 +17,24 @@ Splits (per seed, every method sees the same training cells):
 - ``hsmm``: the Trapnell 2014 myoblast time course (log1p FPKM of the 1,000 most variable genes); 0/24/48 h train,
   the 72 h cells are sampled from the 48 h cells (distances only: one held-out time cannot calibrate intervals).
 
+- ``eccite`` (not in the default list): protein sampled from RNA, 5-fold cross-validation over the 500 ECCITE-seq
+  PBMCs (``KFold(shuffle=True, random_state=seed)``; RNA: raw counts of the fold's 2,000 HVGs, as in
+  ``multiomics.py``; protein: per-cell CLR of the 49 ADTs). A MuData model trains on the fold's training cells (RNA +
+  protein) and samples the held-out cells' protein from their RNA (``sample_modality``, 50 profiles per cell).
+- ``cite_sim`` (not in the default list): the same on simulated CITE-seq (``simulated_cite``: 2,000 training and
+  500 held-out cells, 200 genes, 20 proteins; given the RNA, half the proteins switch on at random, so the protein
+  of a cell is bimodal), one split per seed.
+
+  Methods of the two modality splits: ``BioJEPA flow``; ``GaussianResidual``, the point prediction plus Gaussian
+  noise of the flows' per-protein scale (what an untrained flow samples); ``PredictedMean``, the point prediction of
+  ``predict_modality``; ``NearestSeen``, the measured protein of the training cell nearest in the latent. Scored on
+  CLR protein by the distances below (one profile per held-out cell against the measured ones), by the energy score
+  of each cell's profiles against its own measurement (``bj.metrics.energy_score``; a point scores its distance),
+  by the coverage of per-cell, per-protein intervals (central quantiles of the 50 samples; ``gaussian``: those of
+  GaussianResidual) and by the Spearman correlation, across held-out cells, of ``obs["uncertainty"]`` of
+  ``predict_modality(..., levels=...)`` with the point prediction's error (reference: the size of the point's
+  departure from the training mean).
+
 Distances (lower is better) between the generated and the observed held-out cells, on log1p-normalized expression
 projected on the 50 principal components of the training cells: energy distance, Sinkhorn divergence and MMD.
 Methods: ``BioJEPA flow`` (``sample_perturbation`` / ``sample_trajectory``, as many cells as observed), the baselines
@@ -30,7 +48,8 @@ coverage of the same intervals with normal quantiles (``normal``); and the Spear
 perturbations, between ``obs["uncertainty"]`` and the actual error (root mean square over genes of predicted minus
 observed mean), next to that of the size of the predicted change (``|delta|``) as a reference score.
 
-Run ``python benchmarks/generative.py --seeds 0 1 2 --out benchmarks/results/generative.md``.
+Run ``python benchmarks/generative.py --seeds 0 1 2 --out benchmarks/results/generative.md``; the modality splits:
+``--splits eccite cite_sim --out benchmarks/results/generative_modality.md``.
 """
 
 from __future__ import annotations
@@ -61,6 +80,7 @@ KEY, CONTROL, LINE, DOSE = "condition", "control", "cell_type", "dose"
 HELD_DOSE = "1"  # the dose held out of the dose screen's test and calibration compounds
 DOSE_SCREEN = Path.home() / ".cache" / "biojepa" / "sergio_dose_screen_1000genes_seed0.h5ad"
 LEVELS = (0.5, 0.8, 0.95)
+N_CELL_SAMPLES = 50  # profiles sampled per held-out cell (eccite)
 RELIABILITY_LEVELS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95)
 DISTANCES = {
     "energy_distance": bj.metrics.energy_distance,
@@ -333,13 +353,123 @@ def hsmm_run(seed: int, epochs: int, flow_epochs: int) -> dict:
             "seconds": {"jepa_s": jepa_s, "flow_s": flow_s, "sample_s": sample_s}}  # fmt: skip
 
 
+def eccite_run(seed: int, epochs: int, flow_epochs: int) -> dict:
+    """Protein sampled from RNA for the held-out cells of 5-fold CV of the ECCITE-seq PBMCs (CLR scale)."""
+    from _multiomics_data import load_ecciteseq, make_mudata, select_hvgs
+    from sklearn.model_selection import KFold
+
+    data = load_ecciteseq()
+    rna, adt, Y = data["rna"], data["adt"], np.asarray(data["clr"], dtype=np.float64)
+    parts = []
+    for fold, (tr, te) in enumerate(KFold(5, shuffle=True, random_state=seed).split(Y)):
+        rna_f = rna[:, select_hvgs(rna[tr], 2000)].copy()
+        train = make_mudata(rna_f[tr], adt[tr])
+        parts.append(modality_run("eccite", train, rna_f[te].copy(), Y[tr], Y[te], seed, epochs, flow_epochs, fold))
+    merged = {
+        key: [r for part in parts for r in part[key]] for key in ("distances", "coverage", "uncertainty", "cellwise")
+    }
+    merged["seconds"] = {k: sum(part["seconds"][k] for part in parts) for k in ("jepa_s", "flow_s", "sample_s")}
+    merged["seconds"]["stopped_at"] = [s for part in parts for s in part["seconds"]["stopped_at"]]
+    return merged
+
+
+def cite_sim_run(seed: int, epochs: int, flow_epochs: int) -> dict:
+    """Protein sampled from RNA on simulated CITE-seq whose protein depends on RNA through a random switch."""
+    train, test = simulated_cite(2000, seed), simulated_cite(500, 1000 + seed)
+    clr = {name: np.log1p(np.asarray(m["adt"].X, np.float64)) for name, m in (("train", train), ("test", test))}
+    clr = {name: x - x.mean(1, keepdims=True) for name, x in clr.items()}
+    return modality_run("cite_sim", train, test["rna"].copy(), clr["train"], clr["test"], seed, epochs, flow_epochs, 0)
+
+
+def simulated_cite(n: int, seed: int):
+    """RNA (200 genes) and protein (20) counts of ``n`` cells driven by 4 shared programs; half the proteins switch.
+
+    The gene and protein loadings are fixed (seed 99); cells draw their programs and, for proteins 0-9, a switch
+    that multiplies their rate by e² with probability ``sigmoid(2 · program_0)``: given RNA, those proteins are
+    bimodal, the rest Poisson around a mean the RNA sets.
+    """
+    import mudata as md
+
+    rng, fixed = np.random.default_rng(seed), np.random.default_rng(99)
+    W, V = fixed.normal(size=(4, 200)) * 0.6, fixed.normal(size=(4, 20)) * 0.5
+    programs = rng.normal(size=(n, 4))
+    rna = rng.poisson(np.exp(0.5 + programs @ W)).astype(np.float32)
+    on = rng.random(n) < 1 / (1 + np.exp(-2 * programs[:, 0]))
+    switch = on[:, None] * (np.arange(20) < 10) * 2.0
+    adt = rng.poisson(np.exp(np.linspace(1.5, 5.0, 20) + programs @ V + switch)).astype(np.float32)
+    names = pd.Index([f"cell{seed}_{i}" for i in range(n)])
+    genes, proteins = (
+        pd.DataFrame(index=[f"g{i}" for i in range(200)]),
+        pd.DataFrame(index=[f"p{i}" for i in range(20)]),
+    )
+    obs = pd.DataFrame(index=names)
+    return md.MuData({"rna": ad.AnnData(rna, obs=obs, var=genes), "adt": ad.AnnData(adt, obs=obs.copy(), var=proteins)})
+
+
+def modality_run(split, train, test_rna, Y_train, Y_test, seed, epochs, flow_epochs, fold) -> dict:
+    """Fit BioJEPA on ``train`` (MuData rna + adt), sample protein for ``test_rna``; score against ``Y_test`` (CLR).
+
+    Methods: ``BioJEPA flow`` (``sample_modality``), ``GaussianResidual`` (the point prediction plus Gaussian noise
+    of the flows' per-protein scale: an untrained flow), ``PredictedMean`` (``predict_modality``, a point) and
+    ``NearestSeen`` (the training cell nearest in the latent, a point).
+    """
+    scvi.settings.seed = seed
+    bj.BioJEPA.setup_mudata(train, modalities={"rna_layer": "rna", "protein_layer": "adt"})
+    model = bj.BioJEPA(train)
+    start = time.time()
+    model.train(max_epochs=epochs, enable_progress_bar=False)
+    jepa_s = time.time() - start
+    start = time.time()
+    model.train_generative(max_epochs=flow_epochs, seed=seed)
+    flow_s = time.time() - start
+    n = test_rna.n_obs
+    start = time.time()
+    samples = np.asarray(model.sample_modality(test_rna, n_samples=N_CELL_SAMPLES, seed=seed).X, np.float64)
+    sample_s = time.time() - start
+    samples = samples.reshape(n, N_CELL_SAMPLES, -1)  # (cells, samples, proteins)
+    point = np.asarray(model.predict_modality(test_rna, target="protein").X, np.float64)
+    i = model.module.modality_index("protein")
+    std = model.module.gene_std[model.module.modality_offsets[i] : model.module.modality_offsets[i + 1]]
+    scale = np.asarray(model.generative_config_["scale"]) * std.cpu().numpy()
+    gauss = point[:, None, :] + np.random.default_rng(seed).standard_normal(samples.shape) * scale
+    z_train = model.get_latent_representation()  # joint latents of the training cells
+    z_test = model.get_latent_representation(model._as_mudata(test_rna))  # RNA only
+    nearest = Y_train[np.argmin(((z_test[:, None, :] - z_train[None]) ** 2).sum(-1), axis=1)]
+    observed = Y_test
+    sampled = {"BioJEPA flow": samples, "GaussianResidual": gauss, "PredictedMean": point[:, None],
+               "NearestSeen": nearest[:, None]}  # fmt: skip
+    rows, cov_rows, cell_rows = [], [], []
+    for method, S in sampled.items():
+        row = {"split": split, "seed": seed, "label": f"fold {fold}", "method": method}
+        rows.append(row | {k: f(observed, S[:, 0]) for k, f in DISTANCES.items()})
+        cell_rows.append({"split": split, "seed": seed, "fold": fold, "method": method,
+                          "energy_score": bj.metrics.energy_score(S, observed)})  # fmt: skip
+    for intervals, S in {"flow samples": samples, "gaussian": gauss}.items():
+        for level in RELIABILITY_LEVELS:
+            lower, upper = np.quantile(S, [0.5 - level / 2, 0.5 + level / 2], axis=1)
+            inside = (observed >= lower) & (observed <= upper)
+            cov_rows.append(pd.DataFrame({"split": split, "seed": seed, "intervals": intervals, "fold": fold,
+                                          "nominal": level, "coverage": [inside.mean()]}))  # fmt: skip
+    pred = model.predict_modality(test_rna, target="protein", levels=LEVELS, n_samples=N_CELL_SAMPLES, seed=seed)
+    error = np.sqrt(((point - observed) ** 2).mean(1))
+    size = np.sqrt(((point - Y_train.mean(0)) ** 2).mean(1))
+    unc_rows = [{"split": split, "seed": seed, "n": n,
+                 "spearman_uncertainty": spearmanr(pred.obs["uncertainty"], error)[0],
+                 "spearman_delta_size": spearmanr(size, error)[0]}]  # fmt: skip
+    stops = model.generative_config_["stopped_at"]
+    print(f"  {split} fold {fold} (flows stopped at {stops} of {model.generative_config_['steps']} steps): "
+          + ", ".join(f"{r['method']} {r['energy_score']:.3f}" for r in cell_rows), flush=True)  # fmt: skip
+    return {"distances": rows, "coverage": cov_rows, "uncertainty": unc_rows, "cellwise": cell_rows,
+            "seconds": {"jepa_s": jepa_s, "flow_s": flow_s, "sample_s": sample_s, "stopped_at": stops}}  # fmt: skip
+
+
 # ---------------------------------------------------------------------------------------------------------- report
 def mean_sd(values: pd.Series) -> str:
     values = values.dropna()
     return "n/a" if values.empty else f"{values.mean():.3f} ± {values.std(ddof=0):.3f}"
 
 
-def report(dist: pd.DataFrame, cov: pd.DataFrame, unc: pd.DataFrame, seconds: pd.DataFrame, args, total: float) -> str:
+def report(dist, cov, unc, seconds, cellwise: pd.DataFrame, args, total: float) -> str:
     lines = [f"# Generative head benchmark ({datetime.date.today()})", "",
              f"`python benchmarks/generative.py --seeds {' '.join(map(str, args.seeds))} --epochs {args.epochs} "
              f"--flow-epochs {args.flow_epochs} --splits {' '.join(args.splits)}`", "",
@@ -373,9 +503,24 @@ def report(dist: pd.DataFrame, cov: pd.DataFrame, unc: pd.DataFrame, seconds: pd
         table = unc.groupby("split")[["spearman_uncertainty", "spearman_delta_size"]].agg(mean_sd)
         table["test perturbations per seed"] = unc.groupby("split")["n"].first()
         lines += [table.reset_index().to_markdown(index=False), ""]
+    if not cellwise.empty:
+        lines += ["## Per-cell profiles (eccite): energy score of each held-out cell's samples (lower is better)", "",
+                  f"{N_CELL_SAMPLES} samples per cell; a point prediction scores its distance to the observation. "
+                  "Per seed the mean over the 5 folds' held-out cells, mean ± sd over seeds.", ""]  # fmt: skip
+        per_seed = cellwise.groupby(["split", "method", "seed"], sort=False)["energy_score"].mean().reset_index()
+        table = per_seed.groupby(["split", "method"], sort=False)["energy_score"].agg(mean_sd).reset_index()
+        lines += [table.to_markdown(index=False), ""]
     lines += ["## Run time (s, per seed)", ""]
     lines += [seconds.groupby("split")[["jepa_s", "flow_s", "sample_s"]].agg(mean_sd).reset_index()
               .to_markdown(index=False), ""]  # fmt: skip
+    if "stopped_at" in seconds:  # modality splits: the step each flow kept (0: Gaussian noise around the point)
+        lines += ["## Step each modality flow kept (validation on a fifth of the training cells)", ""]
+        kept = (
+            seconds.dropna(subset=["stopped_at"])
+            .groupby("split")["stopped_at"]
+            .agg(lambda v: "; ".join(",".join(map(str, x)) for x in v))
+        )
+        lines += [kept.reset_index().to_markdown(index=False), ""]
     if "spread" in seconds:  # perturbation splits: the share of the flows' per-cell spread chosen out of bag
         lines += ["## Spread kept by sampled cells (per seed)", ""]
         spreads = seconds.dropna(subset=["spread"]).groupby("split")["spread"].agg(lambda v: ", ".join(map(str, v)))
@@ -388,9 +533,11 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=list(SEEDS))
     parser.add_argument("--epochs", type=int, default=30, help="JEPA epochs (perturbation screens)")
     parser.add_argument("--hsmm-epochs", type=int, default=150, help="JEPA epochs (HSMM)")
+    parser.add_argument("--eccite-epochs", type=int, default=200, help="JEPA epochs (ECCITE-seq, as multiomics.py)")
     parser.add_argument("--flow-epochs", type=int, default=200)
     parser.add_argument("--splits", nargs="+", default=["sergio", "norman", "mcfaline", "hsmm"],
-                        help="also: dose (the simulated dose screen of --dose-data)")  # fmt: skip
+                        help="also: dose (the simulated dose screen of --dose-data), eccite (protein from RNA), "
+                        "cite_sim (simulated)")  # fmt: skip
     parser.add_argument("--dose-data", type=Path, default=DOSE_SCREEN,
                         help="file written by simulate_dose_screen.py --seed 0")  # fmt: skip
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "generative.md")
@@ -407,6 +554,10 @@ def main() -> None:
             start = time.time()
             if split == "hsmm":
                 res = hsmm_run(seed, args.hsmm_epochs, args.flow_epochs)
+            elif split == "eccite":
+                res = eccite_run(seed, args.eccite_epochs, args.flow_epochs)
+            elif split == "cite_sim":
+                res = cite_sim_run(seed, args.eccite_epochs, args.flow_epochs)
             else:
                 loader, counts = data[split]
                 res = perturbation_run(split, loader(), seed, args.epochs, args.flow_epochs, counts)
@@ -418,13 +569,16 @@ def main() -> None:
     cov = pd.concat([c for res in results for c in res["coverage"]] or [pd.DataFrame()], ignore_index=True)
     unc = pd.DataFrame([r for res in results for r in res["uncertainty"]])
     seconds = pd.DataFrame([res["seconds"] for res in results])
+    cellwise = pd.DataFrame([r for res in results for r in res.get("cellwise", [])])
     out = args.out
     out.parent.mkdir(parents=True, exist_ok=True)
     dist.to_csv(out.with_suffix(".csv"), index=False)
     if not cov.empty:
         cov.to_csv(out.with_name(out.stem + "_coverage.csv"), index=False)
         unc.to_csv(out.with_name(out.stem + "_uncertainty.csv"), index=False)
-    text = report(dist, cov, unc, seconds, args, total)
+    if not cellwise.empty:
+        cellwise.to_csv(out.with_name(out.stem + "_cellwise.csv"), index=False)
+    text = report(dist, cov, unc, seconds, cellwise, args, total)
     out.write_text(text)
     print(text)
     if args.figure is not None and not cov.empty:

@@ -3,7 +3,7 @@ import pandas as pd
 import pytest
 from anndata import AnnData
 
-from biojepa.metrics import energy_distance, interval_coverage, mmd, sinkhorn_divergence
+from biojepa.metrics import energy_distance, energy_score, interval_coverage, mmd, sinkhorn_divergence
 
 
 @pytest.mark.parametrize("distance", [sinkhorn_divergence, mmd, energy_distance])
@@ -40,3 +40,20 @@ def test_interval_coverage_matches_by_covariates_and_levels():
         interval_coverage(pred, adata, "p")
     with pytest.raises(KeyError, match="cell_type"):
         interval_coverage(pred, adata, "p", ["cell_type"])
+
+
+def test_energy_score_rewards_each_cells_own_distribution():
+    rng = np.random.default_rng(1)
+    centre = rng.normal(size=(300, 2)) * 3.0
+    y = centre + rng.normal(size=(300, 2))
+    # a point is scored by its distance to the observation
+    assert energy_score(centre[:, None, :], y) == pytest.approx(np.linalg.norm(centre - y, axis=1).mean())
+    right = centre[:, None, :] + rng.normal(size=(300, 40, 2))
+    shuffled = right[rng.permutation(300)]  # the same population of samples, given to the wrong cells
+    wide = centre[:, None, :] + 3.0 * rng.normal(size=(300, 40, 2))
+    assert energy_score(right, y) < energy_score(wide, y) and energy_score(right, y) < energy_score(shuffled, y)
+    assert energy_score(right, y) < energy_score(centre[:, None, :], y)
+    with pytest.raises(ValueError, match="cells, samples, features"):
+        energy_score(right[:, 0], y)
+    with pytest.raises(ValueError, match="cells, samples, features"):
+        energy_score(right[:10], y)

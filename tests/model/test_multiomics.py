@@ -431,3 +431,121 @@ def test_clr_normalized_protein_is_accepted():
     bj.BioJEPA.setup_mudata(mdata, modalities=MODS)
     model = bj.BioJEPA(mdata, **SMALL)
     assert [m.input_scale for m in model.module.modalities] == ["counts", "log"]
+
+
+# ---------------------------------------------------------------------------------------------- generative head
+@pytest.fixture(scope="module")
+def flows():
+    mdata = make_citeseq()
+    model = _train(mdata, epochs=5)
+    table = model.train_generative(max_epochs=40, n_ensemble=2, batch_size=32, seed=0)
+    return model, mdata, table
+
+
+def test_modality_flows_train_on_cells_with_the_target(flows):
+    model, mdata, table = flows
+    assert table[["kind", "source", "target", "n_source"]].values.tolist() == [["modality", "rna", "protein", 120]]
+    assert model.generative_config_["target"] == "protein" and len(model.generative_config_["scale"]) == 8
+    partial_model = _train(make_citeseq(seed=1, missing=0.2), epochs=1)
+    table = partial_model.train_generative(max_epochs=1, n_ensemble=1)
+    assert table["n_source"].item() == 96  # the 24 cells without protein are not learned from
+    with pytest.raises(ValueError, match="'rna'"):
+        partial_model.train_generative(max_epochs=1, target="rna")
+
+
+def test_sample_modality_spreads_like_the_measured_profiles(flows):
+    model, mdata, _ = flows
+    rna = mdata["rna"].copy()
+    cells = model.sample_modality(rna, n_samples=10, seed=1)
+    assert cells.shape == (120 * 10, 8) and list(cells.var_names) == list(mdata["adt"].var_names)
+    assert cells.obs["cell"].tolist()[:11] == ["cell0"] * 10 + ["cell1"]
+    assert cells.obs["sample"].tolist()[:11] == [*range(10), 0]
+    np.testing.assert_allclose(cells.obsm["X_biojepa"][::10], model.get_latent_representation(rna), atol=1e-5)
+    truth = _clr(mdata["adt"].X)
+    point = model.predict_modality(rna).X
+    # point predictions shrink the cell-to-cell spread; the samples restore it
+    ratio = np.asarray(cells.X).var(0) / truth.var(0)
+    assert (point.var(0) / truth.var(0)).mean() < 0.8 and 0.7 < ratio.mean() < 1.4, ratio
+    # each cell's samples centre no farther from its measured profile than the point prediction is
+    centre = np.asarray(cells.X).reshape(120, 10, 8).mean(1)
+    assert np.abs(centre - truth).mean() < np.abs(point - truth).mean(), (centre, point)
+    again = model.sample_modality(rna, n_samples=10, seed=1)
+    np.testing.assert_allclose(again.X, cells.X, atol=1e-6)
+    assert not np.allclose(model.sample_modality(rna, n_samples=10, seed=2).X, cells.X)
+    sub = model.sample_modality(mdata, n_samples=2, indices=[5, 3], seed=1)
+    assert sub.obs["cell"].tolist() == ["cell5", "cell5", "cell3", "cell3"]
+
+
+def test_predict_modality_intervals_from_samples(flows):
+    model, mdata, _ = flows
+    rna = mdata["rna"].copy()
+    pred = model.predict_modality(rna, levels=(0.5, 0.9), n_samples=40)
+    np.testing.assert_allclose(pred.X, model.predict_modality(rna).X, atol=1e-6)  # the point is unchanged
+    lo50, hi50, lo90, hi90 = (pred.layers[k] for k in ("lower_50", "upper_50", "lower_90", "upper_90"))
+    assert (lo90 <= lo50 + 1e-6).all() and (lo50 <= hi50).all() and (hi50 <= hi90 + 1e-6).all()
+    assert (pred.obs["uncertainty"] > 0).all()
+    truth = _clr(mdata["adt"].X)
+    covered = ((truth >= lo90) & (truth <= hi90)).mean()
+    assert 0.7 < covered <= 1.0, covered  # the training cells themselves: near the nominal 90 %
+    with pytest.raises(ValueError, match="levels"):
+        model.predict_modality(rna, levels=(1.5,))
+
+
+def test_modality_flow_errors_and_save_load(flows, citeseq, tmp_path):
+    model, mdata, _ = flows
+    rna = mdata["rna"].copy()
+    untrained = citeseq[0]
+    with pytest.raises(ValueError, match="train_generative"):
+        untrained.sample_modality(rna)
+    with pytest.raises(ValueError, match="train_generative"):
+        untrained.predict_modality(rna, levels=(0.5,))
+    with pytest.raises(ValueError, match="'atac'"):
+        model.sample_modality(rna, target="atac")
+    with pytest.raises(ValueError, match="n_samples"):
+        model.sample_modality(rna, n_samples=0)
+    model.save(tmp_path / "flows", overwrite=True)
+    loaded = bj.BioJEPA.load(tmp_path / "flows", adata=mdata)
+    np.testing.assert_allclose(
+        loaded.sample_modality(rna, n_samples=3).X, model.sample_modality(rna, n_samples=3).X, atol=1e-5
+    )
+
+
+def test_knn_average_excluding_the_cell_itself():
+    from biojepa.model._multiomics import _knn_average
+
+    z = torch.tensor([[0.0], [1.0], [5.0]])
+    values = torch.tensor([[10.0], [20.0], [30.0]])
+    assert _knn_average(z, z, values, 1).view(-1).tolist() == [10.0, 20.0, 30.0]  # each finds itself
+    assert _knn_average(z, z, values, 1, exclude=np.arange(3)).view(-1).tolist() == [20.0, 10.0, 20.0]
+
+
+def _switching_citeseq(n, seed):
+    """RNA and protein of 3 shared programs; given the programs, proteins 0-3 switch on at random (bimodal)."""
+    rng, fixed = np.random.default_rng(seed), np.random.default_rng(99)
+    W, V = fixed.normal(size=(3, 36)), fixed.normal(size=(3, 8))
+    programs = rng.normal(size=(n, 3))
+    rna = rng.poisson(np.exp(1.0 + programs @ W * 0.7)).astype(np.float32)
+    rna[:, 0] += 1
+    on = rng.random(n) < 1 / (1 + np.exp(-2 * programs[:, 0]))
+    prot = rng.poisson(np.exp(np.linspace(1.5, 5.0, 8) + programs @ V * 0.5 + on[:, None] * (np.arange(8) < 4) * 2.0))
+    names = [f"c{seed}_{i}" for i in range(n)]
+    rna = ad.AnnData(rna, obs=pd.DataFrame(index=names), var=pd.DataFrame(index=[f"g{i}" for i in range(36)]))
+    adt = ad.AnnData(prot.astype(np.float32), obs=pd.DataFrame(index=names))
+    adt.var_names = [f"p{i}" for i in range(8)]
+    return md.MuData({"rna": rna, "adt": adt})
+
+
+def test_modality_flows_learn_a_bimodal_conditional():
+    mdata, test = _switching_citeseq(400, 0), _switching_citeseq(200, 1)
+    model = _train(mdata, epochs=5)
+    model.train_generative(max_epochs=60, n_ensemble=2, seed=0)
+    assert min(model.generative_config_["stopped_at"]) > 0  # validation kept trained weights
+    truth = _clr(test["adt"].X)
+    samples = np.asarray(model.sample_modality(test["rna"], n_samples=30).X).reshape(200, 30, 8)
+    point = np.asarray(model.predict_modality(test["rna"]).X)
+    i = model.module.modality_index("protein")
+    std = model.module.gene_std[model.module.modality_offsets[i] : model.module.modality_offsets[i + 1]].numpy()
+    noise = np.random.default_rng(0).standard_normal(samples.shape) * np.asarray(model.generative_config_["scale"])
+    gaussian = point[:, None] + noise * std  # what an untrained flow samples
+    flow, base = bj.metrics.energy_score(samples, truth), bj.metrics.energy_score(gaussian, truth)
+    assert flow < 0.95 * base, (flow, base)

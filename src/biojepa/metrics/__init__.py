@@ -1,7 +1,7 @@
 """Evaluation metrics: representation quality and perturbation-prediction quality."""
 
 from ._calibration import interval_coverage
-from ._distribution import mmd, sinkhorn_divergence
+from ._distribution import energy_score, mmd, sinkhorn_divergence
 from ._perturbation import (
     direction_error,
     discrimination_score,
@@ -20,6 +20,7 @@ __all__ = [
     "discrimination_score",
     "effective_rank",
     "energy_distance",
+    "energy_score",
     "evaluate",
     "interval_coverage",
     "knn_accuracy",

@@ -20,6 +20,7 @@ from torch import nn
 
 from .._constants import EXTRA_KEYS
 from ..nn import VelocityField, flow_matching_loss, ot_pairing
+from ._modality_flow import ModalityFlowMixin
 from ._sampling import SamplingMixin
 from ._save_load import _rank
 from ._spread import SpreadMixin
@@ -37,7 +38,7 @@ def _bootstrap(n: int, member: int, seed: int) -> np.ndarray:
     return np.random.default_rng([seed, member]).integers(0, n, n)
 
 
-class FlowTrainingMixin(SpreadMixin):
+class FlowTrainingMixin(ModalityFlowMixin, SpreadMixin):
     """``train_generative``: fit the flow ensemble on the populations observed in training; saved with the model."""
 
     def train_generative(
@@ -52,6 +53,8 @@ class FlowTrainingMixin(SpreadMixin):
         sigma: float = 0.05,
         max_cells: int = 1000,
         seed: int = 0,
+        target: str | None = None,
+        n_neighbors: int = 15,
     ) -> pd.DataFrame:
         r"""Fit an ensemble of conditional flows from source to target populations in the target-encoder latent space.
 
@@ -67,6 +70,11 @@ class FlowTrainingMixin(SpreadMixin):
         :meth:`predict_uncertainty`, and the perturbation pairs each leaves out choose how much of the flow's per-cell
         spread sampled cells keep around the predicted mean (``model.generative_config_["spread"]``; see
         :meth:`sample_perturbation`). The JEPA weights are not changed.
+
+        For a model set up with :meth:`setup_mudata` the flows sample the ``target`` modality from RNA instead (see
+        :meth:`sample_modality`): trained on the training cells that measured it (at most ``max_cells``, ``batch_size``
+        cells per step, one epoch a pass over them), each cell's condition its RNA-only latent and its point prediction
+        by :meth:`predict_modality` from its ``n_neighbors`` nearest other training cells.
 
         Parameters
         ----------
@@ -87,6 +95,9 @@ class FlowTrainingMixin(SpreadMixin):
             Cells per population at most (subsampled).
         seed
             Seed of the subsamples, the bootstrap, the initialization and the minibatches.
+        target, n_neighbors
+            Models set up with :meth:`setup_mudata` only: the modality to sample (``None``: the one besides RNA) and
+            the neighbours of the point prediction.
 
         Returns
         -------
@@ -108,10 +119,16 @@ class FlowTrainingMixin(SpreadMixin):
         >>> pairs["target"].tolist()
         ['g1', 'g1+g2', 'g2']
         """
-        self._check_generative_model()
         for name, value in {"max_epochs": max_epochs, "batch_size": batch_size, "n_ensemble": n_ensemble}.items():
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"`{name}` must be a positive integer, got {value!r}.")
+        if self._multimodal:
+            self._check_if_trained(warn=True)
+            return self._train_modality_flows(
+                target, max_epochs, batch_size, n_ensemble, n_hidden, n_layers, lr, weight_decay, sigma, max_cells,
+                n_neighbors, seed,
+            )  # fmt: skip
+        self._check_generative_model()
         self._check_if_trained(warn=True)
         rng = np.random.default_rng(seed)
         pairs = self._perturbation_pairs(max_cells, rng) + self._time_pairs(max_cells, rng)
@@ -159,7 +176,7 @@ class FlowTrainingMixin(SpreadMixin):
 
     # ------------------------------------------------------------------ population pairs
     def _check_generative_model(self) -> None:
-        if self._multimodal or getattr(self.module, "expression_head", None) is None:
+        if getattr(self.module, "expression_head", None) is None:
             raise ValueError(
                 "The generative head decodes latents with the expression head, which models set up with a "
                 "`perturbation_key` or `time_key` on an AnnData have; set the model up with one of them."

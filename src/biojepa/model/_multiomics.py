@@ -226,6 +226,9 @@ class MultiomicsMixin:
         batch_size: int | None = None,
         method: Literal["neighbors", "head"] = "neighbors",
         n_neighbors: int = 15,
+        levels: Sequence[float] | None = None,
+        n_samples: int = 100,
+        seed: int = 0,
     ) -> AnnData:
         """Predict a modality (e.g. protein) from the others, for cells that may lack it.
 
@@ -246,11 +249,19 @@ class MultiomicsMixin:
             Minibatch size.
         method, n_neighbors
             Decoding: latent nearest neighbours among the training cells, or the modality head.
+        levels
+            Nominal coverages (e.g. ``(0.5, 0.8, 0.95)``) of per-cell, per-feature intervals for the measured values,
+            the central quantiles of ``n_samples`` profiles from :meth:`sample_modality` (seeded by ``seed``); needs
+            the generative head (:meth:`train_generative`). ``None``: no intervals.
+        n_samples, seed
+            With ``levels``: profiles sampled per cell and their seed.
 
         Returns
         -------
         AnnData (cells × the target's features) with the predicted values on the model's normalized scale: centred
-        log-ratio for protein counts, log1p CP10k for ATAC counts, the input itself for normalized input.
+        log-ratio for protein counts, log1p CP10k for ATAC counts, the input itself for normalized input. With
+        ``levels``: ``layers["lower_80"]``, ``layers["upper_80"]``, ... and ``obs["uncertainty"]`` (root mean square
+        over features of the sampled profiles' standard deviation).
 
         Examples
         --------
@@ -292,16 +303,31 @@ class MultiomicsMixin:
         mods, _ = self._modality_specs()
         names = np.asarray(mdata.obs_names)
         rows = np.arange(len(names)) if indices is None else np.asarray(indices)
-        return AnnData(
+        pred = AnnData(
             X=torch.cat(out).numpy(),
             obs=pd.DataFrame(index=names[rows]),
             var=pd.DataFrame(index=self.adata.mod[mods[target]].var_names.copy()),
         )
+        if levels is None:
+            return pred
+        return self._with_modality_intervals(pred, mdata, target, levels, n_samples, indices, seed, batch_size)
 
 
-def _knn_average(z: torch.Tensor, ref_z: torch.Tensor, ref_values: torch.Tensor, k: int) -> torch.Tensor:
-    """Inverse-distance weighted mean of ``ref_values`` over the ``k`` rows of ``ref_z`` nearest each row of ``z``."""
-    dist = torch.cdist(z, ref_z)  # (B, N)
-    d, idx = dist.topk(min(k, ref_z.shape[0]), dim=1, largest=False)
-    w = 1.0 / d.clamp(min=1e-6)
-    return (ref_values[idx] * w[..., None]).sum(1) / w.sum(1, keepdim=True)
+def _knn_average(
+    z: torch.Tensor, ref_z: torch.Tensor, ref_values: torch.Tensor, k: int, exclude: np.ndarray | None = None
+) -> torch.Tensor:
+    """Inverse-distance weighted mean of ``ref_values`` over the ``k`` rows of ``ref_z`` nearest each row of ``z``.
+
+    With ``exclude``, row ``j`` of ``z`` skips reference row ``exclude[j]`` (a training cell, itself). Computed in
+    chunks of 1,024 rows of ``z``.
+    """
+    out = []
+    for s in range(0, len(z), 1024):
+        dist = torch.cdist(z[s : s + 1024], ref_z)  # (b, N)
+        if exclude is not None:
+            own = torch.as_tensor(exclude[s : s + 1024], device=dist.device)
+            dist[torch.arange(len(own), device=dist.device), own] = float("inf")
+        d, idx = dist.topk(min(k, ref_z.shape[0] - (exclude is not None)), dim=1, largest=False)
+        w = 1.0 / d.clamp(min=1e-6)
+        out.append((ref_values[idx] * w[..., None]).sum(1) / w.sum(1, keepdim=True))
+    return torch.cat(out)
