@@ -288,3 +288,76 @@ def test_generated_cells_are_centred_on_the_point_prediction(screen_factory):
     np.testing.assert_allclose(whole.mean(0), pred[up], atol=0.05)
     assert whole.std(0).mean() > 1e-3  # the cells spread around it: the flow's per-cell changes
     np.testing.assert_allclose(none, np.broadcast_to(pred[up], none.shape), atol=1e-4)  # no spread: the prediction
+
+
+@pytest.fixture(scope="module")
+def drifting():
+    """Counts of 30 genes in 2 batches at 0, 12, 24 and 36 h; 10 genes rise over time. Trained on 0-24 h."""
+    rng = np.random.default_rng(0)
+    hours = np.repeat([0.0, 12.0, 24.0, 36.0], 120)
+    batch = np.tile(["b0", "b1"], 240)
+    rate = np.full((480, 30), 4.0)
+    rate[:, :10] *= np.exp(hours / 24.0)[:, None]
+    rate[batch == "b1", 10:20] *= 2.0
+    import anndata as ad
+    import pandas as pd
+
+    full = ad.AnnData(rng.poisson(rate).astype(np.float32), obs=pd.DataFrame({"hours": hours, "batch": batch}))
+    full.obs_names = [f"c{i}" for i in range(480)]
+    full.var_names = [f"g{i}" for i in range(30)]
+    train = full[hours < 30].copy()
+    scvi.settings.seed = 0
+    bj.BioJEPA.setup_anndata(train, time_key="hours", batch_key="batch")
+    model = bj.BioJEPA(train, n_latent=4, n_embed=16, predictor_dim=16)
+    model.train(max_epochs=10, batch_size=64, enable_progress_bar=False)
+    model.train_generative(max_epochs=10, n_ensemble=2)
+    return model, train, full
+
+
+def test_trajectory_intervals_per_group_and_time(drifting):
+    model, train, _ = drifting
+    pred = model.predict_trajectory_uncertainty([36.0, 48.0], n_samples=60)
+    assert pred.obs[["hours", "batch"]].values.tolist() == [[36.0, "b0"], [48.0, "b0"], [36.0, "b1"], [48.0, "b1"]]
+    assert pred.uns["calibrated"] is False and (pred.obs["uncertainty"] > 0).all()
+    X = np.asarray(pred.X)
+    bounds = [pred.layers[k] for k in ("lower_95", "lower_80", "lower_50")]
+    bounds += [X] + [pred.layers[k] for k in ("upper_50", "upper_80", "upper_95")]
+    for low, high in zip(bounds[:-1], bounds[1:], strict=True):
+        assert (low <= high + 1e-5).all()
+    b1 = np.flatnonzero(train.obs["batch"].to_numpy() == "b1")
+    chains = model.predict_trajectory(train, b1, time_points=[36.0])
+    np.testing.assert_allclose(X[2], np.asarray(chains.X).mean(0), rtol=1e-4)  # the point: the chains' mean
+    with pytest.raises(ValueError, match=r"\[24.0\] are not after the latest observation"):
+        model.predict_trajectory_uncertainty([24.0])
+    with pytest.raises(ValueError, match="n_samples"):
+        model.predict_trajectory_uncertainty([36.0], n_samples=1)
+
+
+def test_trajectory_calibration_on_a_held_out_time(drifting, tmp_path):
+    model, train, full = drifting
+    later = full[full.obs["hours"].to_numpy() == 36].copy()
+    with pytest.raises(ValueError, match=r"Times \[24.0\] .* not after"):
+        model.calibrate_trajectory_uncertainty(full[full.obs["hours"].to_numpy() >= 24].copy(), n_samples=60)
+    table = model.calibrate_trajectory_uncertainty(later, n_samples=60)
+    assert table["quantile"].is_monotonic_increasing and model.trajectory_calibration_["n_scores"] == 60
+    pred = model.predict_trajectory_uncertainty([36.0], n_cells=60, n_samples=60)
+    assert pred.uns["calibrated"] is True
+    observed = np.vstack([np.asarray(later.X[later.obs["batch"].to_numpy() == b]).mean(0) for b in ("b0", "b1")])
+    inside = (observed >= pred.layers["lower_80"]) & (observed <= pred.layers["upper_80"])
+    assert inside.mean() >= 0.7  # split conformal on the same time: its own coverage reaches the level
+    model.save(tmp_path / "m", overwrite=True)
+    loaded = bj.BioJEPA.load(tmp_path / "m", adata=train)
+    assert loaded.trajectory_calibration_["quantiles"] == model.trajectory_calibration_["quantiles"]
+    del model.trajectory_calibration_
+
+
+def test_trajectory_intervals_refuse_sampled_time_courses():
+    adata = scvi.data.synthetic_iid(batch_size=100, n_genes=20)
+    adata.obs["subject"] = np.repeat([f"s{i}" for i in range(50)], 4)
+    adata.obs["hours"] = np.tile([0.0, 12.0, 24.0, 36.0], 50)
+    bj.BioJEPA.setup_anndata(adata, time_key="hours", sample_key="subject")
+    model = bj.BioJEPA(adata, n_latent=4, n_embed=16, predictor_dim=16)
+    model.train(max_epochs=1, enable_progress_bar=False)
+    model.train_generative(max_epochs=1, n_ensemble=1)
+    with pytest.raises(ValueError, match="population time courses"):
+        model.predict_trajectory_uncertainty([48.0])

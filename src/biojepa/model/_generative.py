@@ -24,6 +24,7 @@ from ._modality_flow import ModalityFlowMixin
 from ._sampling import SamplingMixin
 from ._save_load import _rank
 from ._spread import SpreadMixin
+from ._trajectory_uncertainty import TrajectoryUncertaintyMixin
 from ._uncertainty import UncertaintyMixin
 
 logger = logging.getLogger(__name__)
@@ -393,7 +394,7 @@ class FlowTrainingMixin(ModalityFlowMixin, SpreadMixin):
         return model
 
 
-class GenerativeMixin(UncertaintyMixin, SamplingMixin, FlowTrainingMixin):
+class GenerativeMixin(UncertaintyMixin, TrajectoryUncertaintyMixin, SamplingMixin, FlowTrainingMixin):
     """The generative head of :class:`~biojepa.BioJEPA`: training, sampling, intervals, saving."""
 
 

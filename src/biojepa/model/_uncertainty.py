@@ -277,22 +277,7 @@ class UncertaintyMixin:
         return int(np.median(sizes)) if sizes else 100
 
     def _with_intervals(self, pred: AnnData, scale: np.ndarray, levels: list[float]) -> AnnData:
-        calibration = getattr(self, "uncertainty_calibration_", None)
-        if calibration is None:
-            logger.info("Intervals use normal quantiles: call `calibrate_uncertainty` on held-out perturbations.")
-        X = np.asarray(pred.X, dtype=np.float64)
-        for level in levels:
-            if calibration is None:
-                q = float(norm.ppf(0.5 + level / 2))
-            else:
-                q = float(np.interp(level, calibration["levels"], calibration["quantiles"]))
-            lower, upper = interval_layers(level)
-            pred.layers[lower] = (X - q * scale).astype(np.float32)
-            pred.layers[upper] = (X + q * scale).astype(np.float32)
-        pred.layers["scale"] = scale.astype(np.float32)
-        pred.obs["uncertainty"] = np.sqrt((scale**2).mean(1))
-        pred.uns["calibrated"] = calibration is not None
-        return pred
+        return _with_intervals(pred, scale, levels, getattr(self, "uncertainty_calibration_", None))
 
 
 def _population_name(p, values: tuple, setup) -> str:
@@ -301,6 +286,25 @@ def _population_name(p, values: tuple, setup) -> str:
     if p.doses is not None:
         name += f" at {p.dose_label(setup.delimiter)}"
     return name + (f" in {', '.join(map(str, values))}" if setup.covariate_keys else "")
+
+
+def _with_intervals(pred: AnnData, scale: np.ndarray, levels: list[float], calibration: dict | None) -> AnnData:
+    """Add the interval layers at ``levels`` (calibrated quantiles, else normal), the scale and the uncertainty."""
+    if calibration is None:
+        logger.info("Intervals use normal quantiles: calibrate them on held-out data first.")
+    X = np.asarray(pred.X, dtype=np.float64)
+    for level in levels:
+        if calibration is None:
+            q = float(norm.ppf(0.5 + level / 2))
+        else:
+            q = float(np.interp(level, calibration["levels"], calibration["quantiles"]))
+        lower, upper = interval_layers(level)
+        pred.layers[lower] = (X - q * scale).astype(np.float32)
+        pred.layers[upper] = (X + q * scale).astype(np.float32)
+    pred.layers["scale"] = scale.astype(np.float32)
+    pred.obs["uncertainty"] = np.sqrt((scale**2).mean(1))
+    pred.uns["calibrated"] = calibration is not None
+    return pred
 
 
 def _scale(spread: np.ndarray, cell_var: np.ndarray, n_cells: int) -> np.ndarray:
