@@ -610,9 +610,11 @@ def main() -> None:
     cellwise = pd.DataFrame([r for res in results for r in res.get("cellwise", [])])
     out = args.out
     out.parent.mkdir(parents=True, exist_ok=True)
-    dist.to_csv(out.with_suffix(".csv"), index=False)
+    if not dist.empty:
+        dist.to_csv(out.with_suffix(".csv"), index=False)
     if not cov.empty:
         cov.to_csv(out.with_name(out.stem + "_coverage.csv"), index=False)
+    if not unc.empty:
         unc.to_csv(out.with_name(out.stem + "_uncertainty.csv"), index=False)
     if not cellwise.empty:
         cellwise.to_csv(out.with_name(out.stem + "_cellwise.csv"), index=False)
