@@ -319,13 +319,13 @@ def _knn_average(
     """Inverse-distance weighted mean of ``ref_values`` over the ``k`` rows of ``ref_z`` nearest each row of ``z``.
 
     With ``exclude``, row ``j`` of ``z`` skips reference row ``exclude[j]`` (a training cell, itself). Computed in
-    chunks of 1,024 rows of ``z``.
+    chunks of rows of ``z`` whose distance matrix holds at most 2**24 entries (64 MB), whatever the reference size.
     """
-    out = []
-    for s in range(0, len(z), 1024):
-        dist = torch.cdist(z[s : s + 1024], ref_z)  # (b, N)
+    out, step = [], max(1, 2**24 // max(len(ref_z), 1))
+    for s in range(0, len(z), step):
+        dist = torch.cdist(z[s : s + step], ref_z)  # (b, N)
         if exclude is not None:
-            own = torch.as_tensor(exclude[s : s + 1024], device=dist.device)
+            own = torch.as_tensor(exclude[s : s + step], device=dist.device)
             dist[torch.arange(len(own), device=dist.device), own] = float("inf")
         d, idx = dist.topk(min(k, ref_z.shape[0] - (exclude is not None)), dim=1, largest=False)
         w = 1.0 / d.clamp(min=1e-6)
