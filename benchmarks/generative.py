@@ -26,7 +26,8 @@ Splits (per seed, every method sees the same training cells):
   of a cell is bimodal), one split per seed.
 
   Methods of the two modality splits: ``BioJEPA flow``; ``GaussianResidual``, the point prediction plus Gaussian
-  noise of the flows' per-protein scale (what an untrained flow samples); ``PredictedMean``, the point prediction of
+  noise of the flows' per-protein scale, floored at each protein's training minimum (what an untrained flow
+  samples); ``PredictedMean``, the point prediction of
   ``predict_modality``; ``NearestSeen``, the measured protein of the training cell nearest in the latent. Scored on
   CLR protein by the distances below (one profile per held-out cell against the measured ones), by the energy score
   of each cell's profiles against its own measurement (``bj.metrics.energy_score``; a point scores its distance),
@@ -444,8 +445,8 @@ def modality_run(split, train, test_rna, Y_train, Y_test, seed, epochs, flow_epo
     """Fit BioJEPA on ``train`` (MuData rna + adt), sample protein for ``test_rna``; score against ``Y_test`` (CLR).
 
     Methods: ``BioJEPA flow`` (``sample_modality``), ``GaussianResidual`` (the point prediction plus Gaussian noise
-    of the flows' per-protein scale: an untrained flow), ``PredictedMean`` (``predict_modality``, a point) and
-    ``NearestSeen`` (the training cell nearest in the latent, a point).
+    of the flows' per-protein scale, floored at the training minimum: an untrained flow), ``PredictedMean``
+    (``predict_modality``, a point) and ``NearestSeen`` (the training cell nearest in the latent, a point).
     """
     scvi.settings.seed = seed
     bj.BioJEPA.setup_mudata(train, modalities={"rna_layer": "rna", "protein_layer": "adt"})
@@ -466,6 +467,7 @@ def modality_run(split, train, test_rna, Y_train, Y_test, seed, epochs, flow_epo
     std = model.module.gene_std[model.module.modality_offsets[i] : model.module.modality_offsets[i + 1]]
     scale = np.asarray(model.generative_config_["scale"]) * std.cpu().numpy()
     gauss = point[:, None, :] + np.random.default_rng(seed).standard_normal(samples.shape) * scale
+    gauss = np.maximum(gauss, Y_train.min(0))  # floored at the training minimum, as sample_modality floors
     z_train = model.get_latent_representation()  # joint latents of the training cells
     z_test = model.get_latent_representation(model._as_mudata(test_rna))  # RNA only
     nearest = Y_train[np.argmin(((z_test[:, None, :] - z_train[None]) ** 2).sum(-1), axis=1)]

@@ -549,3 +549,16 @@ def test_modality_flows_learn_a_bimodal_conditional():
     gaussian = point[:, None] + noise * std  # what an untrained flow samples
     flow, base = bj.metrics.energy_score(samples, truth), bj.metrics.energy_score(gaussian, truth)
     assert flow < 0.95 * base, (flow, base)
+
+
+def test_sampled_atac_stays_on_its_scale():
+    """ATAC samples (log1p CP10k of sparse counts) never go below the lowest training value of their peak (0)."""
+    rng = np.random.default_rng(0)
+    rna = ad.AnnData(rng.poisson(2.0, (150, 30)).astype(np.float32))
+    atac = ad.AnnData((rng.random((150, 40)) < 0.1).astype(np.float32) * rng.poisson(2.0, (150, 40)))
+    atac.X[:, 0] += 1  # no empty cell
+    mdata = md.MuData({"rna": rna, "atac": atac})
+    model = _train(mdata, epochs=2, modalities={"rna_layer": "rna", "atac_layer": "atac"})
+    model.train_generative(max_epochs=2, n_ensemble=1)
+    cells = model.sample_modality(rna, n_samples=5)
+    assert cells.shape == (750, 40) and float(np.asarray(cells.X).min()) >= 0.0

@@ -173,7 +173,8 @@ class ModalityFlowMixin:
         of its neighbours among the training cells) and its latent condition the flows, which transport Gaussian
         noise of the size of the point prediction's error on the training cells (each cell's own profile left out)
         to profiles like those measured. Sample ``k`` of a cell comes from flow ``k mod n_ensemble``, so the samples
-        carry the ensemble's disagreement as well as the cell-to-cell spread.
+        carry the ensemble's disagreement as well as the cell-to-cell spread. A sampled value below the lowest value
+        of its feature in the training cells is raised to it (log1p CP10k is never negative, for one).
 
         Parameters
         ----------
@@ -250,6 +251,7 @@ class ModalityFlowMixin:
         mean, std = self.module.gene_mean[start:stop], self.module.gene_std[start:stop]
         scale = torch.as_tensor(config["scale"], device=self.device, dtype=torch.float32)
         ref_z, ref_values = self._modality_reference(i, batch_size)
+        floor = ref_values.min(0).values  # (F,) lowest value of each feature in training: the scale's floor
         ref_values = (ref_values - mean) / std  # the flows' z-score units
         gen = torch.Generator().manual_seed(seed)
         self.module.eval()
@@ -266,7 +268,7 @@ class ModalityFlowMixin:
                     pick = member == m
                     if pick.any():
                         x1[pick] = integrate(field, x0[pick], condition[pick], n_steps)
-            yield z, (x1 * std + mean).view(len(z), n_samples, -1)
+            yield z, torch.maximum(x1 * std + mean, floor).view(len(z), n_samples, -1)
 
     def _with_modality_intervals(self, pred: AnnData, mdata, target, levels, n_samples, indices, seed, batch_size):
         """Add the quantiles of each cell's sampled profiles as interval layers of ``pred`` (in place)."""
