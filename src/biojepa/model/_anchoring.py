@@ -16,9 +16,9 @@ observed change where one exists, so predictions start from what was measured an
   residual of the other groups;
 * with doses: the residual fitted over the single's training doses as a multiple of its learned dose-response,
   evaluated at the requested dose (so an unseen dose moves along the learned Hill curve); an unseen dose between
-  measured ones blends it with the log-dose interpolation of the two neighbouring doses' residuals, by a weight
-  chosen by leaving measured doses out (:mod:`biojepa.model._dose_interpolation`); inside a combination, denoised
-  the same way as without doses;
+  measured ones blends it with what the least-squares line in log dose through the measured changes leaves over the
+  decoding, by a weight chosen by leaving measured doses out (:mod:`biojepa.model._dose_interpolation`); inside a
+  combination, denoised the same way as without doses;
 * a token the perturbation loss never trained with this perturbation type and nobody observed (a gene never
   perturbed, or only knocked down when an activation is asked for; a compound known from its features): the mean
   observed change of the trained singles observed in the group, at the nearest doses, minus the decoding of their
@@ -35,7 +35,7 @@ from anndata import AnnData
 
 from ..perturbation import CovariateGroup, Perturbation
 from ._context_transfer import ContextTransferMixin
-from ._dose_interpolation import interpolation_weight, log_dose_interpolation
+from ._dose_interpolation import interpolation_weight, log_dose_line
 
 
 def _same_type(a, b) -> bool:
@@ -139,10 +139,10 @@ class AnchoringMixin(ContextTransferMixin):
         return fits[gene]
 
     def _dose_weight(self, adata: AnnData, state: dict) -> float:
-        """Weight of the log-dose interpolation at unseen interior doses, chosen by leaving measured doses out.
+        """Weight of the log-dose line at unseen interior doses, chosen by leaving measured doses out.
 
         Each interior measured dose of each single of the group is predicted from the single's other doses, by the
-        fit along the dose-response and by interpolation
+        fit along the dose-response and by the log-dose line through their observed changes
         (:func:`~biojepa.model._dose_interpolation.interpolation_weight`).
         """
         if "dose_weight" not in state:
@@ -156,16 +156,17 @@ class AnchoringMixin(ContextTransferMixin):
                 for i in range(1, len(doses) - 1):
                     left = [j for j in range(len(doses)) if j != i]
                     rest = den - singles[i].gate ** 2
-                    interpolated = log_dose_interpolation(
+                    line = log_dose_line(
                         doses[left],
-                        [singles[j].residual for j in left],
+                        [singles[j].change for j in left],
                         [singles[j].variance for j in left],
                         float(doses[i]),
                     )
-                    if rest <= 1e-12 or interpolated is None:
+                    if rest <= 1e-12 or line is None:
                         continue
                     fitted = singles[i].gate * (num - singles[i].gate * singles[i].residual) / rest
-                    cases.append((singles[i].residual, fitted, interpolated[0]))
+                    decoded = singles[i].change - singles[i].residual  # the decoding at the left-out dose
+                    cases.append((singles[i].residual, fitted, line[0] - decoded))
             state["dose_weight"] = interpolation_weight(cases)
         return state["dose_weight"]
 
@@ -179,19 +180,22 @@ class AnchoringMixin(ContextTransferMixin):
         h = self._gate(state, gene, dose)
         value, variance = h * fit[0], h * h * fit[1]
         doses, singles = self._dose_points(adata, state, gene)  # cached by the fit
-        found = log_dose_interpolation(doses, [s.residual for s in singles], [s.variance for s in singles], float(dose))
+        found = log_dose_line(doses, [s.change for s in singles], [s.variance for s in singles], float(dose))
         if found is not None:  # an unseen dose inside the measured range: only then is the weight needed
             weight = self._dose_weight(adata, state)
-            value = (1 - weight) * value + weight * found[0]
+            at_dose = Perturbation((gene,), (float(dose),))
+            effect = self._effect(state["group"], state["context"], at_dose, state["ptype"])
+            decoded = self._decode(state["z_ctrl_t"], effect["shift"])  # the line is of changes: leave the decoding
+            value = (1 - weight) * value + weight * (found[0] - decoded)
             variance = (1 - weight) ** 2 * variance + weight**2 * found[1]
         return value, variance
 
     def _dosed_residual(self, adata: AnnData, state: dict, gene: str, dose: float) -> np.ndarray | None:
         """Residual of ``gene`` at ``dose`` (:meth:`_dose_residual`), ``None`` where never measured in the group.
 
-        ``h(dose) r``, ``r`` fitted over its training doses, blended at unseen interior doses with the log-dose
-        interpolation of its neighbouring doses. So the part of the effect the latent misses follows the learned
-        dose-response and the sampling noise of each dose's cells averages out.
+        ``h(dose) r``, ``r`` fitted over its training doses, blended at unseen interior doses with the log-dose line
+        through its measured changes (less the decoding). So the part of the effect the latent misses follows the
+        learned dose-response and the sampling noise of each dose's cells averages out.
         """
         found = self._dose_residual(adata, state, gene, dose)
         return None if found is None else found[0]
