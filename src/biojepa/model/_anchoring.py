@@ -109,10 +109,9 @@ class AnchoringMixin(ContextTransferMixin):
                 cache[(gene, dose)] = mean + keep * deviation
         return cache[(gene, dose)]
 
-    def _gate(self, state: dict, gene: str, dose: float) -> float:
-        """Learned dose-response of ``gene`` at ``dose`` in the group of ``state``."""
-        eff = self._effect(state["group"], state["context"], Perturbation((gene,), (dose,)), state["ptype"])
-        return float(eff["gate"][0, 0])
+    def _at_dose(self, state: dict, gene: str, dose: float) -> dict:
+        """Learned effect of ``gene`` alone at ``dose`` in the group of ``state`` (its shift and dose-response gate)."""
+        return self._effect(state["group"], state["context"], Perturbation((gene,), (dose,)), state["ptype"])
 
     def _dose_points(self, adata: AnnData, state: dict, gene: str) -> tuple[np.ndarray, list[_Single]]:
         """The positive doses at which ``gene`` was measured alone in the group (increasing), and its single there."""
@@ -177,14 +176,13 @@ class AnchoringMixin(ContextTransferMixin):
         fit = self._dose_fit(adata, state, gene)
         if fit is None or not dose > 0:
             return None
-        h = self._gate(state, gene, dose)
+        effect = self._at_dose(state, gene, float(dose))
+        h = float(effect["gate"][0, 0])
         value, variance = h * fit[0], h * h * fit[1]
         doses, singles = self._dose_points(adata, state, gene)  # cached by the fit
         found = log_dose_line(doses, [s.change for s in singles], [s.variance for s in singles], float(dose))
         if found is not None:  # an unseen dose inside the measured range: only then is the weight needed
             weight = self._dose_weight(adata, state)
-            at_dose = Perturbation((gene,), (float(dose),))
-            effect = self._effect(state["group"], state["context"], at_dose, state["ptype"])
             decoded = self._decode(state["z_ctrl_t"], effect["shift"])  # the line is of changes: leave the decoding
             value = (1 - weight) * value + weight * (found[0] - decoded)
             variance = (1 - weight) ** 2 * variance + weight**2 * found[1]
