@@ -102,10 +102,11 @@ class FlowTrainingMixin(ModalityFlowMixin, SpreadMixin):
 
         Returns
         -------
-        One row per population pair: its kind (``"perturbation"`` or ``"time"``), covariate group, source and target
-        labels (and the target's dose, for a model with doses) and cell counts; also in
-        ``model.generative_config_["pairs"]``, with each flow's final loss in
-        ``model.generative_config_["final_loss"]``.
+        One row per population pair: its kind (``"perturbation"``, ``"time"`` or, for a MuData model, one
+        ``"modality"`` row), covariate group, source and target labels (and the target's dose, for a model with
+        doses) and cell counts; also in ``model.generative_config_["pairs"]``, with each flow's final loss in
+        ``model.generative_config_["final_loss"]`` (and, for a MuData model, the step each flow kept in
+        ``model.generative_config_["stopped_at"]``).
 
         Examples
         --------
