@@ -223,8 +223,12 @@ class ModalityFlowMixin:
         mdata = self._as_mudata(data) if isinstance(data, AnnData) else self._validate_anndata(data)
         config = getattr(self, "generative_config_", None) or {}
         target = self._flow_target(target if target is not None else config.get("target"))
+        self._modality_flows(target)
+        i = self.module.modality_index(target)
+        batches = self._modality_latents(mdata, target, indices, batch_size)
+        reference = self._modality_reference(i, batch_size)
         parts, latents = [], []
-        for z, samples in self._modality_samples(mdata, target, n_samples, indices, n_steps, seed, batch_size):
+        for z, samples in self._modality_samples(batches, target, n_samples, n_steps, seed, reference):
             parts.append(samples.reshape(-1, samples.shape[-1]).cpu().numpy())
             latents.append(z.repeat_interleave(n_samples, 0).cpu().numpy())
         names = np.asarray(mdata.obs_names)
@@ -242,23 +246,33 @@ class ModalityFlowMixin:
         out.obsm["X_biojepa"] = np.concatenate(latents)
         return out
 
-    def _modality_samples(self, mdata, target, n_samples, indices, n_steps, seed, batch_size):
-        """Per minibatch of cells: their RNA-only latents ``(B, d)`` and sampled profiles ``(B, n_samples, F)``."""
+    @torch.inference_mode()
+    def _modality_latents(self, mdata, target: str, indices, batch_size) -> list[torch.Tensor]:
+        """RNA-only latents (``target`` hidden) of the cells of ``mdata``, one tensor per minibatch."""
+        self.module.eval()
+        out = []
+        for tensors in self._make_data_loader(adata=mdata, indices=indices, batch_size=batch_size):
+            inputs = self.module._get_inference_input(tensors)
+            out.append(self.module.inference(**inputs, masked=False, drop=[target])[MODULE_KEYS.Z])
+        return out
+
+    def _modality_samples(self, batches, target, n_samples, n_steps, seed, reference):
+        """Per minibatch of RNA-only latents ``(B, d)``: the latents and sampled profiles ``(B, n_samples, F)``.
+
+        ``reference``: the training cells' latents and ``target`` values of :meth:`_modality_reference`.
+        """
         fields, config = self._modality_flows(target)
         _check_count(n_steps, "n_steps")
         i = self.module.modality_index(target)
         start, stop = self.module.modality_offsets[i], self.module.modality_offsets[i + 1]
         mean, std = self.module.gene_mean[start:stop], self.module.gene_std[start:stop]
         scale = torch.as_tensor(config["scale"], device=self.device, dtype=torch.float32)
-        ref_z, ref_values = self._modality_reference(i, batch_size)
+        ref_z, ref_values = reference
         floor = ref_values.min(0).values  # (F,) lowest value of each feature in training: the scale's floor
         ref_values = (ref_values - mean) / std  # the flows' z-score units
         gen = torch.Generator().manual_seed(seed)
-        self.module.eval()
-        for tensors in self._make_data_loader(adata=mdata, indices=indices, batch_size=batch_size):
+        for z in batches:
             with torch.inference_mode():
-                inputs = self.module._get_inference_input(tensors)
-                z = self.module.inference(**inputs, masked=False, drop=[target])[MODULE_KEYS.Z]  # (B, d)
                 point = _knn_average(z, ref_z, ref_values, config["n_neighbors"])
                 condition = torch.cat([point, z], dim=1).repeat_interleave(n_samples, 0)  # (B * S, F + d)
                 x0 = torch.randn(condition.shape[0], len(scale), generator=gen).to(z) * scale
@@ -270,13 +284,16 @@ class ModalityFlowMixin:
                         x1[pick] = integrate(field, x0[pick], condition[pick], n_steps)
             yield z, torch.maximum(x1 * std + mean, floor).view(len(z), n_samples, -1)
 
-    def _with_modality_intervals(self, pred: AnnData, mdata, target, levels, n_samples, indices, seed, batch_size):
-        """Add the quantiles of each cell's sampled profiles as interval layers of ``pred`` (in place)."""
+    def _with_modality_intervals(self, pred: AnnData, batches, target, levels, n_samples, seed, reference):
+        """Add the quantiles of each cell's sampled profiles as interval layers of ``pred`` (in place).
+
+        ``batches``: the cells' RNA-only latents per minibatch; ``reference``: as in :meth:`_modality_samples`.
+        """
         levels = _check_levels(levels)
         _check_count(n_samples, "n_samples")
         bounds = {level: ([], []) for level in levels}
         spread = []
-        for _, samples in self._modality_samples(mdata, target, n_samples, indices, 10, seed, batch_size):
+        for _, samples in self._modality_samples(batches, target, n_samples, 10, seed, reference):
             for level, (lower, upper) in bounds.items():
                 q = torch.quantile(samples, torch.tensor([0.5 - level / 2, 0.5 + level / 2]).to(samples), dim=1)
                 lower.append(q[0].cpu().numpy()), upper.append(q[1].cpu().numpy())

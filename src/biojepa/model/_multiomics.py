@@ -297,9 +297,11 @@ class MultiomicsMixin:
             z = self.module.inference(**inputs, masked=False, drop=[target])[MODULE_KEYS.Z]
             latents.append(z)
             out.append((head(z) * std + mean).cpu())
+        reference = None
+        if method == "neighbors" or levels is not None:  # encoded once for the neighbours and the intervals
+            reference = self._modality_reference(i, batch_size)
         if method == "neighbors":
-            ref_z, ref_values = self._modality_reference(i, batch_size)
-            out = [_knn_average(z, ref_z, ref_values, n_neighbors).cpu() for z in latents]
+            out = [_knn_average(z, *reference, n_neighbors).cpu() for z in latents]
         mods, _ = self._modality_specs()
         names = np.asarray(mdata.obs_names)
         rows = np.arange(len(names)) if indices is None else np.asarray(indices)
@@ -310,7 +312,7 @@ class MultiomicsMixin:
         )
         if levels is None:
             return pred
-        return self._with_modality_intervals(pred, mdata, target, levels, n_samples, indices, seed, batch_size)
+        return self._with_modality_intervals(pred, latents, target, levels, n_samples, seed, reference)
 
 
 def _knn_average(

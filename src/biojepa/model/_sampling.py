@@ -177,10 +177,34 @@ class SamplingMixin:
         time_key = args.get("time_key")
         if time_key is None:
             raise ValueError("This model was set up without `time_key`; `sample_trajectory` needs a time course.")
+        adata = self.adata if adata is None else adata
+        rng = np.random.default_rng(seed)
+        parts, obs, latents = [], [], []
+        keys = self._covariate_keys()
+        member = None if ensemble else 0
+        for state in self._time_states(adata, indices, time_points, time_key):
+            for src, z, X in self._generate(state["enc"], state, n_cells, rng, n_steps, chunk_size, member):
+                parts.append(self._stored(X)), latents.append(z)
+                names = np.asarray(adata.obs_names)[state["enc_rows"][src]]
+                frame = pd.DataFrame({time_key: state["time"], "source_cell": names})
+                for key, value in zip(keys, state["values"], strict=True):
+                    frame[key] = value
+                obs.append(frame)
+        frame = pd.concat(obs, ignore_index=True)[[time_key, *keys, "source_cell"]]
+        return self._cells_anndata(adata, parts, latents, frame, n_steps)
+
+    # ------------------------------------------------------------------ helpers
+    def _time_states(self, adata, indices, time_points, time_key: str) -> Iterator[dict]:
+        """Per (covariate group, requested time): the flows' source (the group's latest cells) and condition.
+
+        Each state holds ``values`` (the group's covariates), ``rows`` (the group's rows of ``adata``), ``time``,
+        ``enc`` (the encodable observations) and ``enc_rows`` (their rows of ``adata``), and, for
+        :meth:`_generate`, ``control`` (the latest cells, rows of ``enc``), ``z_control`` and ``condition`` (the
+        shift from their mean latent to the predicted one at the time, and that mean).
+        """
         times = np.asarray(time_points, dtype=np.float64).ravel()
         if times.size == 0 or not np.isfinite(times).all():
             raise ValueError(f"`time_points` must be one or more finite times, got {time_points!r}.")
-        adata = self.adata if adata is None else adata
         if time_key not in adata.obs:
             raise KeyError(f"adata.obs lacks the column {time_key!r} the model was set up with.")
         rows = np.arange(adata.n_obs) if indices is None else np.asarray(indices)
@@ -188,34 +212,22 @@ class SamplingMixin:
             rows = np.flatnonzero(rows)
         enc = self._encodable(adata, rows)
         t_all = adata.obs[time_key].to_numpy(dtype=np.float64)[rows]
-        rng = np.random.default_rng(seed)
-        parts, obs, latents = [], [], []
-        keys = self._covariate_keys()
         for values, group_rows in self._time_groups(adata[rows]).items():
             t = t_all[group_rows]
             last = t.max()
             if (times <= last).any():
                 raise ValueError(
                     f"`time_points` {times[times <= last].tolist()} are not after the latest observation of covariate "
-                    f"group {values} (at {last:g}); sample later times, or pass `indices` ending earlier."
+                    f"group {values} (at {last:g}); ask for later times, or pass `indices` ending earlier."
                 )
             source = group_rows[t == last]
             z_source = self._target_latent(enc, source)
             predicted = self._predicted_time_latents(adata, rows[group_rows], times)
             for tt, z1 in zip(times, predicted, strict=True):
                 condition = np.concatenate([z1 - z_source.mean(0), z_source.mean(0)]).astype(np.float32)
-                state = {"control": source, "z_control": z_source, "condition": condition}
-                member = None if ensemble else 0
-                for src, z, X in self._generate(enc, state, n_cells, rng, n_steps, chunk_size, member):
-                    parts.append(self._stored(X)), latents.append(z)
-                    frame = pd.DataFrame({time_key: tt, "source_cell": np.asarray(adata.obs_names)[rows[src]]})
-                    for key, value in zip(keys, values, strict=True):
-                        frame[key] = value
-                    obs.append(frame)
-        frame = pd.concat(obs, ignore_index=True)[[time_key, *keys, "source_cell"]]
-        return self._cells_anndata(adata, parts, latents, frame, n_steps)
+                yield {"values": values, "rows": rows[group_rows], "time": float(tt), "enc": enc, "enc_rows": rows,
+                       "control": source, "z_control": z_source, "condition": condition}  # fmt: skip
 
-    # ------------------------------------------------------------------ helpers
     def _perturbation_states(self, adata, groups, parsed, perturbation_type, anchor: bool = True) -> Iterator[dict]:
         """Per (covariate group, perturbation): control rows, their latents, the flow condition and the offset.
 

@@ -15,10 +15,9 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 from anndata import AnnData
-from scipy.stats import norm
 
 from ._sampling import _check_count
-from ._uncertainty import CALIBRATION_LEVELS, _check_levels, _scale, _with_intervals
+from ._uncertainty import _check_levels, _scale, _with_intervals, conformal_calibration
 
 logger = logging.getLogger(__name__)
 
@@ -83,7 +82,7 @@ class TrajectoryUncertaintyMixin:
         ((2, 100), [48.0, 60.0], True)
         """
         levels = _check_levels(levels)
-        pred, spread, cell_var, _ = self._trajectory_spread(time_points, adata, indices, n_samples, seed)
+        pred, spread, cell_var = self._trajectory_spread(time_points, adata, indices, n_samples, seed)
         n = self._typical_time_cells() if n_cells is None else n_cells
         _check_count(n, "n_cells")
         calibration = getattr(self, "trajectory_calibration_", None)
@@ -146,7 +145,7 @@ class TrajectoryUncertaintyMixin:
                     f"Times {times[times <= last].tolist()} of covariate group {values} are not after the reference's "
                     f"latest observation ({last:g}): calibrate on later times held out from training."
                 )
-            pred, spread, cell_var, _ = self._trajectory_spread(times, ref, ref_groups[values], n_samples, seed)
+            pred, spread, cell_var = self._trajectory_spread(times, ref, ref_groups[values], n_samples, seed)
             for i, t in enumerate(times):
                 at = rows[t_held[rows] == t]
                 observed = self._observed_mean(adata, at)
@@ -154,21 +153,8 @@ class TrajectoryUncertaintyMixin:
                 scores.append(np.abs(observed - np.asarray(pred.X[i], dtype=np.float64)) / sigma)
         if not scores:
             raise ValueError("`adata` has no cells to calibrate on.")
-        scores = np.concatenate(scores)
-        quantiles = np.quantile(scores, CALIBRATION_LEVELS, method="higher")
-        self.trajectory_calibration_ = {
-            "levels": list(CALIBRATION_LEVELS),
-            "quantiles": quantiles.astype(float).tolist(),
-            "n_scores": int(scores.size),
-        }
-        z = norm.ppf(0.5 + np.asarray(CALIBRATION_LEVELS) / 2)
-        return pd.DataFrame(
-            {
-                "level": CALIBRATION_LEVELS,
-                "quantile": quantiles,
-                "coverage_uncalibrated": [(scores <= q).mean() for q in z],
-            }
-        )
+        self.trajectory_calibration_, table = conformal_calibration(np.concatenate(scores))
+        return table
 
     # ------------------------------------------------------------------ helpers
     def _time_key(self) -> str:
@@ -187,50 +173,31 @@ class TrajectoryUncertaintyMixin:
         time_key = self._time_key()
         if isinstance(n_samples, bool) or not isinstance(n_samples, int | np.integer) or n_samples < 2:
             raise ValueError(f"`n_samples` must be an integer of at least 2, got {n_samples!r}.")
-        times = np.asarray(time_points, dtype=np.float64).ravel()
-        if times.size == 0 or not np.isfinite(times).all():
-            raise ValueError(f"`time_points` must be one or more finite times, got {time_points!r}.")
         adata = self.adata if adata is None else adata
-        if time_key not in adata.obs:
-            raise KeyError(f"adata.obs lacks the column {time_key!r} the model was set up with.")
-        rows = np.arange(adata.n_obs) if indices is None else np.asarray(indices)
-        if rows.dtype == bool:
-            rows = np.flatnonzero(rows)
-        enc = self._encodable(adata, rows)
-        t_all = adata.obs[time_key].to_numpy(dtype=np.float64)[rows]
         rng = np.random.default_rng(seed)
         keys = self._covariate_keys()
         means, spreads, cell_vars, frames = [], [], [], []
-        for values, group_rows in self._time_groups(adata[rows]).items():
-            t = t_all[group_rows]
-            last = t.max()
-            if (times <= last).any():
-                raise ValueError(
-                    f"`time_points` {times[times <= last].tolist()} are not after the latest observation of covariate "
-                    f"group {values} (at {last:g})."
-                )
-            source = group_rows[t == last]
-            point = self.predict_trajectory(adata, rows[group_rows], time_points=times, seed=seed)
-            at = point.obs[time_key].to_numpy(dtype=np.float64)
-            source_noise = self._observed_var(enc, source) / len(source)
-            z_source = self._target_latent(enc, source)
-            predicted = self._predicted_time_latents(adata, rows[group_rows], times)
-            for tt, z1 in zip(times, predicted, strict=True):
-                center = np.asarray(point.X[at == tt], dtype=np.float64).mean(0)
-                condition = np.concatenate([z1 - z_source.mean(0), z_source.mean(0)]).astype(np.float32)
-                state = {"control": source, "z_control": z_source, "condition": condition}
-                spread, cell_var = source_noise.copy(), np.zeros_like(center)
-                for m in range(len(fields)):
-                    chunks = self._generate(enc, state, n_samples, rng, 10, 10_000, m, centre=False)
-                    cells = np.vstack([x for _, _, x in chunks])
-                    spread += (cells.mean(0) - center) ** 2 / len(fields)
-                    cell_var += cells.var(0, ddof=1) / len(fields)
-                means.append(center), spreads.append(spread), cell_vars.append(cell_var)
-                frames.append({time_key: tt, **dict(zip(keys, values, strict=True))})
+        group: dict = {}  # the point (over chains) and the source noise, once per covariate group
+        for state in self._time_states(adata, indices, time_points, time_key):
+            if group.get("values") != state["values"]:
+                point = self.predict_trajectory(adata, state["rows"], time_points=time_points, seed=seed)
+                noise = self._observed_var(state["enc"], state["control"]) / len(state["control"])
+                group = {"values": state["values"], "point": point, "noise": noise}
+            point = group["point"]
+            at = point.obs[time_key].to_numpy(dtype=np.float64) == state["time"]
+            center = np.asarray(point.X[at], dtype=np.float64).mean(0)
+            spread, cell_var = group["noise"].copy(), np.zeros_like(center)
+            for m in range(len(fields)):
+                chunks = self._generate(state["enc"], state, n_samples, rng, 10, 10_000, m, centre=False)
+                cells = np.vstack([x for _, _, x in chunks])
+                spread += (cells.mean(0) - center) ** 2 / len(fields)
+                cell_var += cells.var(0, ddof=1) / len(fields)
+            means.append(center), spreads.append(spread), cell_vars.append(cell_var)
+            frames.append({time_key: state["time"], **dict(zip(keys, state["values"], strict=True))})
         obs = pd.DataFrame(frames)
         obs.index = [f"{'/'.join(map(str, r[keys])) if keys else 'all'}@{r[time_key]:g}" for _, r in obs.iterrows()]
         pred = AnnData(X=np.vstack(means).astype(np.float32), obs=obs, var=pd.DataFrame(index=adata.var_names.copy()))
-        return pred, np.vstack(spreads), np.vstack(cell_vars), rows
+        return pred, np.vstack(spreads), np.vstack(cell_vars)
 
     def _typical_time_cells(self) -> int:
         time_key = self._time_key()

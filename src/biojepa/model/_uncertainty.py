@@ -207,22 +207,9 @@ class UncertaintyMixin:
                 "No held-out perturbation of `adata` was predicted in a covariate group where `adata` observed it; "
                 "pass a `reference` holding the control cells of those groups."
             )
-        scores = np.concatenate(scores)
-        quantiles = np.quantile(scores, CALIBRATION_LEVELS, method="higher")
-        self.uncertainty_calibration_ = {
-            "levels": list(CALIBRATION_LEVELS),
-            "quantiles": quantiles.astype(float).tolist(),
-            "n_scores": int(scores.size),
-            "perturbations": labels,
-        }
-        z = norm.ppf(0.5 + np.asarray(CALIBRATION_LEVELS) / 2)
-        return pd.DataFrame(
-            {
-                "level": CALIBRATION_LEVELS,
-                "quantile": quantiles,
-                "coverage_uncalibrated": [(scores <= q).mean() for q in z],
-            }
-        )
+        calibration, table = conformal_calibration(np.concatenate(scores))
+        self.uncertainty_calibration_ = calibration | {"perturbations": labels}
+        return table
 
     # ------------------------------------------------------------------ helpers
     def _prediction_spread(self, perturbations, covariates, adata, n_samples, seed, predict_kwargs):
@@ -286,6 +273,28 @@ def _population_name(p, values: tuple, setup) -> str:
     if p.doses is not None:
         name += f" at {p.dose_label(setup.delimiter)}"
     return name + (f" in {', '.join(map(str, values))}" if setup.covariate_keys else "")
+
+
+def conformal_calibration(scores: np.ndarray) -> tuple[dict, pd.DataFrame]:
+    """Split-conformal widths: the quantiles of ``scores`` at :data:`CALIBRATION_LEVELS`, and the table to return.
+
+    The table gives each level's quantile and the share of scores the normal quantile would have covered.
+    """
+    quantiles = np.quantile(scores, CALIBRATION_LEVELS, method="higher")
+    calibration = {
+        "levels": list(CALIBRATION_LEVELS),
+        "quantiles": quantiles.astype(float).tolist(),
+        "n_scores": int(scores.size),
+    }
+    z = norm.ppf(0.5 + np.asarray(CALIBRATION_LEVELS) / 2)
+    table = pd.DataFrame(
+        {
+            "level": CALIBRATION_LEVELS,
+            "quantile": quantiles,
+            "coverage_uncalibrated": [(scores <= q).mean() for q in z],
+        }
+    )
+    return calibration, table
 
 
 def _with_intervals(pred: AnnData, scale: np.ndarray, levels: list[float], calibration: dict | None) -> AnnData:
