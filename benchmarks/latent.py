@@ -93,6 +93,14 @@ CONFIGS = {
         {"readout_weight": 200.0, "readout_likelihood": "nb", "gene_dropout": 0.25, "readout_genes": None},
         {},
     ),
+    # the squared-error readout of standardized log expression at the weights that made the count readout win
+    "mse_100": ({"readout_weight": 100.0, "readout_likelihood": "mse"}, {}),
+    "mse_300": ({"readout_weight": 300.0, "readout_likelihood": "mse"}, {}),
+    "mse_1000": ({"readout_weight": 1000.0, "readout_likelihood": "mse"}, {}),
+    # the same regression on log expression's own scale: each gene's squared error weighted by its variance
+    "mse_log_100": ({"readout_weight": 100.0, "readout_likelihood": "mse_log"}, {}),
+    "mse_log_1000": ({"readout_weight": 1000.0, "readout_likelihood": "mse_log"}, {}),
+    "mse_log_3000": ({"readout_weight": 3000.0, "readout_likelihood": "mse_log"}, {}),
     "blocks1": ({"readout_weight": 0.0, "mask_blocks": 1}, {}),
     "blocks2": ({"readout_weight": 0.0, "mask_blocks": 2}, {}),
     "modules64+blocks4": ({"readout_weight": 0.0, "n_modules": 64, "mask_blocks": 4}, {}),

@@ -38,6 +38,23 @@ def test_readout_shapes_the_latent_and_is_logged(adata):
     assert np.isfinite(model.history[f"{LOSS_KEYS.READOUT}_train"].to_numpy(dtype=float)).all()
 
 
+def test_log_scale_readout_weighs_genes_by_variance(adata):
+    scvi.settings.seed = 0
+    module = bj.BioJEPA(adata, n_latent=6, readout_weight=5.0, readout_likelihood="mse_log").module
+    variance = module.gene_std.pow(2)
+    weight = module.readout_gene_weight
+    assert torch.allclose(weight, variance / variance.mean()) and not torch.allclose(weight, torch.ones_like(weight))
+    inf = module.inference(_tensors(adata)["X"])
+    gen = module.generative(inf["z"], inf["masks_pred"])
+    logged = module.loss({}, inf, gen).extra_metrics[LOSS_KEYS.READOUT]
+    err = (gen["readout_pred"] - inf["x_norm"]) ** 2
+    # the squared error of log expression on its own scale, over the mean variance
+    assert torch.allclose(logged, (err * weight).mean())
+    assert not torch.allclose(logged, err.mean())
+    plain = bj.BioJEPA(adata, n_latent=6, readout_weight=5.0, readout_likelihood="mse").module
+    assert torch.equal(plain.readout_gene_weight, torch.ones_like(weight))
+
+
 def test_pure_jepa_has_no_readout(adata):
     model = bj.BioJEPA(adata, n_latent=6, readout_weight=0.0)
     assert model.module.readout is None
@@ -119,7 +136,11 @@ def test_default_readout_follows_the_input(adata):
     logged = scvi.data.synthetic_iid(batch_size=60, n_genes=40, n_batches=1)
     logged.X = np.log1p(np.asarray(logged.X.toarray() if hasattr(logged.X, "toarray") else logged.X))
     bj.BioJEPA.setup_anndata(logged)
-    assert bj.BioJEPA(logged, n_latent=6).module.readout is None  # log input: the pure JEPA objective
+    module = bj.BioJEPA(logged, n_latent=6).module  # log input: log expression on its own scale
+    assert isinstance(module.readout, bj.nn.ExpressionHead) and not torch.allclose(
+        module.readout_gene_weight, torch.ones_like(module.readout_gene_weight)
+    )
+    assert bj.BioJEPA(logged, n_latent=6, readout_weight=0.0).module.readout is None  # the pure JEPA objective
 
 
 def test_count_readout_shapes_the_latent(adata):

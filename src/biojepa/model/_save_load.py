@@ -269,6 +269,7 @@ class SaveLoadMixin:
         method = registry.get("setup_method_name", "setup_anndata")
         getattr(cls, method)(adata, source_registry=registry, **registry["setup_args"])
         _keep_earlier_defaults(attr_dict.get("init_params_", {}))
+        _readout_as_saved(attr_dict.get("init_params_", {}), state)
         model = _initialize_model(cls, adata, registry, attr_dict, None)
         own = model.module.state_dict()
         state = {**{k: v for k, v in own.items() if k in _ADDED_BUFFERS}, **state}
@@ -309,6 +310,28 @@ def _keep_earlier_defaults(init_params: dict) -> None:
     for name, value in _EARLIER_DEFAULTS.items():
         if name not in saved and name not in init_params.get("kwargs", {}):
             saved[name] = value
+
+
+def _readout_as_saved(init_params: dict, state: dict) -> None:
+    """No readout for a model saved without one (in place): its weights are the record of how it was trained.
+
+    The default readout depends on the data (:func:`biojepa.model._readout.resolve_readout`) and has changed with
+    releases (log-scale input had none before ``"mse_log"``), so a saved default is resolved from the state.
+
+    Examples
+    --------
+    >>> params = {"kwargs": {}, "non_kwargs": {"readout_weight": None}}
+    >>> _readout_as_saved(params, {"gene_mean": None})
+    >>> params["non_kwargs"]["readout_weight"]
+    0.0
+    >>> params = {"kwargs": {}, "non_kwargs": {"readout_weight": None}}
+    >>> _readout_as_saved(params, {"readout.net.0.weight": None})
+    >>> params["non_kwargs"]["readout_weight"] is None  # trained with a readout: resolved as before
+    True
+    """
+    if not any(key.startswith("readout.") for key in state):
+        init_params.setdefault("non_kwargs", {})["readout_weight"] = 0.0
+        init_params.get("kwargs", {}).pop("readout_weight", None)
 
 
 def _saved_data(folder: Path, prefix: str, registry: dict):

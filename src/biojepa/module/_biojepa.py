@@ -69,8 +69,10 @@ class BioJEPAModule(ModalityMixin, TaskSamplesMixin, BaseModuleClass):
         Weight of the expression readout: an MLP from the context latent ``z`` (with gradient, so it shapes the
         latent) to the standardized expression of every gene. ``0`` trains the pure JEPA objective.
     readout_likelihood
-        ``"mse"``: the readout regresses standardized log expression; ``"nb"``: it is a negative-binomial decoder
-        of the raw counts (:class:`~biojepa.nn.CountReadout`; counts input only).
+        ``"mse"``: the readout regresses standardized log expression; ``"mse_log"``: the same regression with each
+        gene's squared error weighted by its variance (normalized to mean 1), i.e. log expression on its own scale,
+        where genes weigh as in PCA; ``"nb"``: it is a negative-binomial decoder of the raw counts
+        (:class:`~biojepa.nn.CountReadout`; counts input only).
     readout_genes
         ``"nb"`` readout only: the number of genes, drawn at random at each step, whose counts it scores
         (``None``: every gene). Its cost grows with this number.
@@ -208,8 +210,8 @@ class BioJEPAModule(ModalityMixin, TaskSamplesMixin, BaseModuleClass):
             raise ValueError(f"`readout_weight` must be >= 0, got {readout_weight}.")
         self.gene_dropout = gene_dropout
         self.readout_weight = readout_weight
-        if readout_likelihood not in ("mse", "nb"):
-            raise ValueError(f"`readout_likelihood` must be 'mse' or 'nb', got {readout_likelihood!r}.")
+        if readout_likelihood not in ("mse", "mse_log", "nb"):
+            raise ValueError(f"`readout_likelihood` must be 'mse', 'mse_log' or 'nb', got {readout_likelihood!r}.")
         if readout_likelihood == "nb" and (input_scale != INPUT_SCALES.COUNTS or modalities is not None):
             raise ValueError(
                 "`readout_likelihood='nb'` reads raw counts: set up RNA-only data with counts "
@@ -223,6 +225,7 @@ class BioJEPAModule(ModalityMixin, TaskSamplesMixin, BaseModuleClass):
         if readout_weight > 0:
             head = CountReadout if readout_likelihood == "nb" else ExpressionHead
             self.readout = head(n_latent, n_input)
+        self.readout_likelihood = readout_likelihood
         self.context_encoder = CellEncoder(tokenizer, n_latent, n_layers, n_heads, mlp_ratio, dropout, pooling)
         self.target_encoder = make_target(self.context_encoder)
         self.predictor = Predictor(
@@ -427,6 +430,14 @@ class BioJEPAModule(ModalityMixin, TaskSamplesMixin, BaseModuleClass):
             out[MODULE_KEYS.MODALITY_PRED] = {k: head(target_z.detach()) for k, head in self.modality_heads.items()}
         return out
 
+    @property
+    def readout_gene_weight(self) -> torch.Tensor:
+        """Per-gene weight of the squared-error readout: the variance over its mean (``"mse_log"``), else 1."""
+        variance = self.gene_std.pow(2)
+        if self.readout_likelihood != "mse_log":
+            return torch.ones_like(variance)
+        return variance / variance.mean().clamp(min=1e-12)
+
     def loss(self, tensors, inference_outputs, generative_outputs) -> LossOutput:
         """JEPA regression (mean squared error per token element) + VICReg variance/covariance on ``z``."""
         z = inference_outputs[MODULE_KEYS.Z]
@@ -453,7 +464,7 @@ class BioJEPAModule(ModalityMixin, TaskSamplesMixin, BaseModuleClass):
             if MODULE_KEYS.PRESENT in inference_outputs:  # a modality a cell lacks is not read out
                 sizes = torch.tensor([m.n_features for m in self.modalities], device=x_norm.device)
                 seen = inference_outputs[MODULE_KEYS.PRESENT].repeat_interleave(sizes, dim=1).to(x_norm.dtype)
-            err = (generative_outputs[MODULE_KEYS.READOUT_PRED] - x_norm).pow(2)
+            err = (generative_outputs[MODULE_KEYS.READOUT_PRED] - x_norm).pow(2) * self.readout_gene_weight
             readout = (err * seen).sum() / seen.sum().clamp(min=1)
             loss = loss + self.readout_weight * readout
             extra[LOSS_KEYS.READOUT] = readout.detach()
