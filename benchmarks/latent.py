@@ -101,6 +101,7 @@ CONFIGS = {
     "mse_log_100": ({"readout_weight": 100.0, "readout_likelihood": "mse_log"}, {}),
     "mse_log_1000": ({"readout_weight": 1000.0, "readout_likelihood": "mse_log"}, {}),
     "mse_log_3000": ({"readout_weight": 3000.0, "readout_likelihood": "mse_log"}, {}),
+    "mse_log_10000": ({"readout_weight": 10000.0, "readout_likelihood": "mse_log"}, {}),
     "blocks1": ({"readout_weight": 0.0, "mask_blocks": 1}, {}),
     "blocks2": ({"readout_weight": 0.0, "mask_blocks": 2}, {}),
     "modules64+blocks4": ({"readout_weight": 0.0, "n_modules": 64, "mask_blocks": 4}, {}),
