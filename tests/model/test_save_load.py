@@ -47,6 +47,23 @@ def test_release_0_1_0_folder_loads_with_identical_latent():
     assert pred.shape == (1, adata.n_vars) and np.isfinite(pred.X).all()
 
 
+def test_log_scale_model_saved_before_its_default_readout_loads_without_one(tmp_path):
+    # log-scale input had no readout by default before "mse_log"; such a folder records readout_weight=None
+    adata = scvi.data.synthetic_iid(batch_size=40, n_genes=30, n_batches=1)
+    adata.X = np.log1p(np.asarray(adata.X))
+    bj.BioJEPA.setup_anndata(adata)
+    model = bj.BioJEPA(adata, n_latent=4, n_embed=8, n_heads=2, predictor_dim=8, n_modules=3, readout_weight=0.0)
+    model.train(max_epochs=1, batch_size=40, enable_progress_bar=False)
+    model.save(str(tmp_path), overwrite=True)
+    meta = json.loads((tmp_path / "model.json").read_text())
+    meta["attr_dict"]["init_params_"]["non_kwargs"]["readout_weight"] = None  # the default as then saved
+    (tmp_path / "model.json").write_text(json.dumps(meta))
+    assert bj.BioJEPA(adata, n_latent=4, n_modules=3).module.readout is not None  # today's default has one
+    loaded = bj.BioJEPA.load(str(tmp_path), adata=adata.copy())
+    assert loaded.module.readout is None
+    np.testing.assert_allclose(loaded.get_latent_representation(), model.get_latent_representation(), atol=1e-6)
+
+
 def test_saved_folder_records_versions_and_reloads(trained):
     model, adata, path = trained
     meta = json.loads((path / "model.json").read_text())
