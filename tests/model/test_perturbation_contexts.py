@@ -8,6 +8,7 @@ import torch
 from anndata import AnnData
 
 import biojepa as bj
+from biojepa.model._coexpression import CoexpressionPrior, prior_weights
 
 
 def _train(adata, epochs=3, **setup):
@@ -224,32 +225,60 @@ def test_untrained_token_at_zero_novelty_predicts_the_trained_singles_mean_chang
     assert set(trained.obs["source"]) == {"observed"}  # each returns its observed change
     novel = model.predict_perturbation("g45")  # measured, never perturbed
     assert novel.obs["source"].tolist() == ["predicted"]
-    # the decoder's nonlinearity leaves no gap: the mean observed change of the trained singles, exactly
-    np.testing.assert_allclose(novel.layers["delta"][0], trained.layers["delta"].mean(0), atol=1e-4)
+    # the decoder's nonlinearity leaves no gap: the mean observed change of the trained singles, exactly, plus the
+    # expression prior read from those same changes (its weights chosen leaving each single out)
+    changes = np.asarray(trained.layers["delta"], dtype=np.float64)
+    columns = np.array([int(g[1:]) for g in trained.obs["condition"]])
+    cells = [np.asarray(adata[adata.obs["condition"] == g].X, dtype=np.float64) for g in trained.obs["condition"]]
+    variances = np.stack([c.var(0, ddof=1) / len(c) for c in cells])  # sampling variance of each single's mean
+    prior = CoexpressionPrior(changes, columns, variances, *prior_weights(changes, columns, variances))
+    np.testing.assert_allclose(novel.layers["delta"][0], changes.mean(0) + prior(45), atol=1e-4)
     assert np.abs(trained.layers["delta"].mean(0)[35:40]).min() > 0.3  # the shared response, not an empty check
 
 
-def test_dosed_combination_members_are_denoised(screen_factory):
-    model, adata = _dosed(screen_factory)
-    cov, singles = {"line": "L1"}, ["g0", "g1", "g2"]
+def _coexpression_screen(n_genes=40, n_cells=30, seed=0) -> AnnData:
+    """Log1p counts of 12 knockouts in two modules, each lowering its own gene, its module and the module's targets.
 
-    def change(label, dose, anchor):
-        return model.predict_perturbation(label, covariates=cov, dose=dose, anchor=anchor).layers["delta"][0]
+    Module A: g0-g5 and g20 (never perturbed), targets g30-g31; module B: g6-g11, targets g32-g33.
+    """
+    rng = np.random.default_rng(seed)
+    base = rng.gamma(6.0, 1.0, n_genes) + 4.0
+    modules = {"A": ([0, 1, 2, 3, 4, 5, 20], [30, 31]), "B": ([6, 7, 8, 9, 10, 11], [32, 33])}
+    X, obs = [], []
+    for label in ["control", *[f"g{i}" for i in range(12)]]:
+        mu = base.copy()
+        if label != "control":
+            i = int(label[1:])
+            members, targets = modules["A" if i < 6 else "B"]
+            mu[members] *= 0.6
+            mu[targets] *= 0.4
+            mu[i] = base[i] * 0.2
+        n = 3 * n_cells if label == "control" else n_cells
+        X.append(np.log1p(rng.poisson(mu, (n, n_genes))))
+        obs += [label] * n
+    adata = AnnData(np.vstack(X).astype(np.float32), obs=pd.DataFrame({"condition": obs}))
+    adata.obs_names = [f"c{i}" for i in range(adata.n_obs)]
+    adata.var_names = [f"g{i}" for i in range(n_genes)]
+    return adata
 
-    requests = [(g, 1) for g in singles] + [("g1+g2", "1+1")]
-    # a dosed single's anchored change minus its decoded one: its residual fitted along the dose-response
-    residual = np.array([change(label, d, True) - change(label, d, False) for label, d in requests], np.float64)
-    mean = residual[:3].mean(0)
 
-    def kept(i):  # g1 and g2 are measured at dose 1 only: the fit's variance is that of their mean at dose 1
-        rows = ((adata.obs.condition == singles[i]) & (adata.obs.line == "L1")).to_numpy()
-        noise = np.asarray(adata.X[rows], dtype=np.float64).var(0, ddof=1) / rows.sum()
-        deviation = residual[i] - mean
-        return np.clip(1.0 - noise / np.maximum(deviation**2, 1e-12), 0.0, 1.0)
-
-    expected = 2 * mean + kept(1) * (residual[1] - mean) + kept(2) * (residual[2] - mean)
-    np.testing.assert_allclose(residual[3], expected, atol=1e-4)
-    assert (kept(1) < 1.0).any() and kept(1)[20:30].mean() > 0.9  # noise shrunk, g1's own block kept
+def test_never_perturbed_gene_lowers_itself_and_what_moves_with_it():
+    adata = _coexpression_screen()
+    scvi.settings.seed = 0
+    bj.BioJEPA.setup_anndata(adata, perturbation_key="condition", control_value="control")
+    model = bj.BioJEPA(adata, n_latent=8)
+    model.train(max_epochs=3, batch_size=64, enable_progress_bar=False)
+    model.module.novelty_scale.fill_(0.0)  # the prediction is the mean change plus the expression prior alone
+    pred = model.predict_perturbation(["g20", "g35"])  # measured, never perturbed; g20 moves with module A
+    delta = np.asarray(pred.layers["delta"])
+    held = model.perturbation_setup_.holdout
+    trained = model.predict_perturbation([f"g{i}" for i in range(12) if f"g{i}" not in held])
+    mean = np.asarray(trained.layers["delta"]).mean(0)
+    assert delta[0, 20] < mean[20] - 0.3 and delta[1, 35] < mean[35] - 0.3  # each lowers its own gene
+    assert delta[0, 30:32].max() < mean[30:32].min() - 0.15  # module A's targets fall with g20: read as downstream
+    # module B's targets, which fall only when g20 does not, stay nearer their control level than the mean change
+    assert (np.abs(delta[0, 32:34]) < np.abs(mean[32:34]) - 0.1).all()
+    assert np.abs(delta[1, 30:34] - mean[30:34]).max() < 0.1  # nothing moves with g35
 
 
 def test_cross_line_transfer_is_chosen_on_singles_held_out_in_one_line(tmp_path):

@@ -23,19 +23,26 @@ observed change where one exists, so predictions start from what was measured an
   perturbed, or only knocked down when an activation is asked for; a compound known from its features): the mean
   observed change of the trained singles observed in the group, at the nearest doses, minus the decoding of their
   mean learned effect (:meth:`AnchoringMixin._novel_anchor`), so that the token's prediction is that mean change
-  plus what its own (shrunk) deviation from the mean effect changes.
+  plus what its own (shrunk) deviation from the mean effect changes; for a measured gene without doses, plus the
+  expression prior of :mod:`biojepa.model._coexpression` (its own level moves as the trained singles' own genes do,
+  and the genes that move with it across those singles follow), each part weighted as leaving each trained single
+  out confirms.
 """
 
 from __future__ import annotations
 
+import logging
 from typing import NamedTuple
 
 import numpy as np
 from anndata import AnnData
 
 from ..perturbation import CovariateGroup, Perturbation
+from ._coexpression import CoexpressionPrior, prior_weights
 from ._context_transfer import ContextTransferMixin
 from ._dose_interpolation import interpolation_weight, log_dose_line
+
+logger = logging.getLogger(__name__)
 
 
 def _same_type(a, b) -> bool:
@@ -323,7 +330,46 @@ class AnchoringMixin(ContextTransferMixin):
                     continue
         if others:
             return np.mean(others, axis=0)
-        return self._novel_anchor(adata, own, dose) if novel else 0.0
+        if not novel:
+            return 0.0
+        anchor = self._novel_anchor(adata, own, dose)
+        if dose is None and (prior := self._coexpression(adata, own)) is not None:
+            column = self._measured_column(gene)
+            if column is not None:  # a measured gene: what moves with it across the singles
+                anchor = anchor + prior(column)
+        return anchor
+
+    def _measured_column(self, gene: str) -> int | None:
+        """Expression column of a measured gene (measured genes lead the vocabulary); ``None`` if not measured."""
+        setup = self._setup()
+        return {g: i for i, g in enumerate(setup.vocabulary[: setup.n_measured])}.get(gene)
+
+    def _coexpression(self, adata: AnnData, state: dict) -> CoexpressionPrior | None:
+        """The expression prior of the group's measured trained singles (:mod:`biojepa.model._coexpression`).
+
+        ``None`` where fewer than three measured trained singles were observed alone in the group.
+        """
+        if "coexpression" not in state:
+            parts = [(g, self._measured_column(g)) for g, _ in self._typical_singles(adata, state, None)]
+            parts = [(g, c) for g, c in parts if c is not None]
+            prior = None
+            if len(parts) >= 3:
+                singles = [self._single(adata, state, g) for g, _ in parts]
+                changes = np.stack([single.change for single in singles])
+                variances = np.stack([single.variance for single in singles])
+                columns = np.array([c for _, c in parts])
+                weights = prior_weights(changes, columns, variances)
+                prior = CoexpressionPrior(changes, columns, variances, *weights)
+                logger.info(
+                    "Expression prior of never-perturbed genes in group %s: own-level weight %.3f, co-variation "
+                    "weight %.3f (chosen leaving each of %d trained singles out).",
+                    state["group"].values,
+                    prior.own_weight,
+                    prior.slope_weight,
+                    len(parts),
+                )
+            state["coexpression"] = prior
+        return state["coexpression"]
 
     def _anchored_observed(self, group: CovariateGroup, perturbation: Perturbation, dosed: bool) -> bool:
         """Whether anchoring returns the observed change: a single observed in the group, without doses."""

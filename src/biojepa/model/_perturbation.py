@@ -120,7 +120,11 @@ class PerturbationMixin(CompositionMixin):
             noise take the change every perturbation of the group shares). With doses, a gene's residual is fitted
             over its measured doses along its learned dose-response; at an unseen dose between measured ones it is
             blended with the log-dose interpolation of the neighbouring doses' residuals, by the weight that
-            predicts left-out measured doses best. ``False``: every change is decoded from the model alone.
+            predicts left-out measured doses best. A measured gene that no training perturbation touched starts
+            from the trained singles' mean observed change and adds an expression prior: its own level moves as the
+            trained singles moved theirs, and the genes that rise and fall with it across those singles follow, each
+            part weighted as leaving every trained single out confirms. ``False``: every change is decoded from the
+            model alone.
         observed
             Return the observed mean change for perturbations observed in the group (``obs["source"]`` says so).
         return_uncertainty
