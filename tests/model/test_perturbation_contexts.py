@@ -85,6 +85,14 @@ def test_dose_without_dose_key_is_an_error(screen_factory):
         model.predict_perturbation("g0", dose=2)
 
 
+def _as_screen(blocks: list[np.ndarray], obs: pd.DataFrame) -> AnnData:
+    """Stacked per-condition blocks of log1p counts as an AnnData with cells ``c0..`` and genes ``g0..``."""
+    adata = AnnData(np.vstack(blocks).astype(np.float32), obs=obs)
+    adata.obs_names = [f"c{i}" for i in range(adata.n_obs)]
+    adata.var_names = [f"g{i}" for i in range(adata.n_vars)]
+    return adata
+
+
 def _combination_screen(n_genes=40, n_cells=12, seed=0) -> AnnData:
     """Control, 8 singles and 10 doubles of them; doubles act super-additively on a block of genes."""
     rng = np.random.default_rng(seed)
@@ -102,10 +110,7 @@ def _combination_screen(n_genes=40, n_cells=12, seed=0) -> AnnData:
             mu[32:40] *= 4.0
         X.append(np.log1p(rng.poisson(mu, (n_cells if cond != "control" else 4 * n_cells, n_genes))))
         obs += [cond] * len(X[-1])
-    adata = AnnData(np.vstack(X).astype(np.float32), obs=pd.DataFrame({"condition": obs}))
-    adata.obs_names = [f"c{i}" for i in range(adata.n_obs)]
-    adata.var_names = [f"g{i}" for i in range(n_genes)]
-    return adata
+    return _as_screen(X, pd.DataFrame({"condition": obs}))
 
 
 def test_interaction_strength_is_chosen_on_held_out_training_combinations():
@@ -172,10 +177,7 @@ def _lines_screen(lines, singles_of, types=None, n_genes=50, n_cells=20, seed=0)
             n = 3 * n_cells if label == "control" else n_cells
             X.append(np.log1p(rng.poisson(mu, (n, n_genes))))
             obs += [(label, line, (types or {}).get(line, "KO"))] * n
-    adata = AnnData(np.vstack(X).astype(np.float32), obs=pd.DataFrame(obs, columns=["condition", "line", "ptype"]))
-    adata.obs_names = [f"c{i}" for i in range(adata.n_obs)]
-    adata.var_names = [f"g{i}" for i in range(n_genes)]
-    return adata
+    return _as_screen(X, pd.DataFrame(obs, columns=["condition", "line", "ptype"]))
 
 
 def test_token_trained_under_another_type_counts_as_untrained():
@@ -256,18 +258,11 @@ def _coexpression_screen(n_genes=40, n_cells=30, seed=0) -> AnnData:
         n = 3 * n_cells if label == "control" else n_cells
         X.append(np.log1p(rng.poisson(mu, (n, n_genes))))
         obs += [label] * n
-    adata = AnnData(np.vstack(X).astype(np.float32), obs=pd.DataFrame({"condition": obs}))
-    adata.obs_names = [f"c{i}" for i in range(adata.n_obs)]
-    adata.var_names = [f"g{i}" for i in range(n_genes)]
-    return adata
+    return _as_screen(X, pd.DataFrame({"condition": obs}))
 
 
 def test_never_perturbed_gene_lowers_itself_and_what_moves_with_it():
-    adata = _coexpression_screen()
-    scvi.settings.seed = 0
-    bj.BioJEPA.setup_anndata(adata, perturbation_key="condition", control_value="control")
-    model = bj.BioJEPA(adata, n_latent=8)
-    model.train(max_epochs=3, batch_size=64, enable_progress_bar=False)
+    model = _train(_coexpression_screen(), categorical_covariate_keys=None)
     model.module.novelty_scale.fill_(0.0)  # the prediction is the mean change plus the expression prior alone
     pred = model.predict_perturbation(["g20", "g35"])  # measured, never perturbed; g20 moves with module A
     delta = np.asarray(pred.layers["delta"])

@@ -31,6 +31,7 @@ observed change where one exists, so predictions start from what was measured an
 
 from __future__ import annotations
 
+import functools
 import logging
 from typing import NamedTuple
 
@@ -43,6 +44,12 @@ from ._context_transfer import ContextTransferMixin
 from ._dose_interpolation import interpolation_weight, log_dose_line
 
 logger = logging.getLogger(__name__)
+
+
+@functools.lru_cache(maxsize=8)
+def _measured_columns(setup) -> dict[str, int]:
+    """Expression column of each measured gene of a (frozen, hashable) setup."""
+    return {g: i for i, g in enumerate(setup.vocabulary[: setup.n_measured])}
 
 
 def _same_type(a, b) -> bool:
@@ -341,8 +348,7 @@ class AnchoringMixin(ContextTransferMixin):
 
     def _measured_column(self, gene: str) -> int | None:
         """Expression column of a measured gene (measured genes lead the vocabulary); ``None`` if not measured."""
-        setup = self._setup()
-        return {g: i for i, g in enumerate(setup.vocabulary[: setup.n_measured])}.get(gene)
+        return _measured_columns(self._setup()).get(gene)
 
     def _coexpression(self, adata: AnnData, state: dict) -> CoexpressionPrior | None:
         """The expression prior of the group's measured trained singles (:mod:`biojepa.model._coexpression`).
