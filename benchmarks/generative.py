@@ -190,10 +190,12 @@ def dose_split(adata: ad.AnnData, seed: int, n_test: int, n_cal: int) -> dict:
     return {"role": role, "test": [(x, None, HELD_DOSE) for x in sorted(test)]}
 
 
-def fit(model, epochs: int, flow_epochs: int, seed: int) -> tuple[float, float]:
-    """Train the JEPA, then the generative head; their times in seconds."""
+def fit(model, epochs: int, flow_epochs: int, seed: int, backtest: bool = False) -> tuple[float, float]:
+    """Train the JEPA (and with ``backtest`` its time-course backtest), then the generative head; times in seconds."""
     start = time.time()
     model.train(max_epochs=epochs, enable_progress_bar=False)
+    if backtest:
+        model.backtest_trajectory(seed=seed)
     jepa_s = time.time() - start
     start = time.time()
     model.train_generative(max_epochs=flow_epochs, seed=seed)
@@ -313,14 +315,14 @@ def perturbation_run(name: str, adata: ad.AnnData, seed: int, epochs: int, flow_
     return {"distances": rows, "coverage": cov_rows, "uncertainty": unc_rows, "seconds": seconds}
 
 
-def hsmm_run(seed: int, epochs: int, flow_epochs: int) -> dict:
+def hsmm_run(seed: int, epochs: int, flow_epochs: int, backtest: bool = False) -> dict:
     adata = hsmm_data(seed)
     test = adata.obs["time_hours"].to_numpy() == 72
     train = adata[~test].copy()
     scvi.settings.seed = seed
     bj.BioJEPA.setup_anndata(train, time_key="time_hours")
     model = bj.BioJEPA(train)
-    jepa_s, flow_s = fit(model, epochs, flow_epochs, seed)
+    jepa_s, flow_s = fit(model, epochs, flow_epochs, seed, backtest)
     X = np.asarray(adata.X, dtype=np.float64)
     t = adata.obs["time_hours"].to_numpy()
     pca = PCA(50, random_state=seed).fit(X[~test])
@@ -343,8 +345,9 @@ def hsmm_run(seed: int, epochs: int, flow_epochs: int) -> dict:
     for method, Y in candidates.items():
         row = {"split": "hsmm", "seed": seed, "label": "72h", "method": method}
         rows.append(row | {k: f(observed, pca.transform(Y)) for k, f in DISTANCES.items()})
+    scale = getattr(model, "trajectory_change_scale_", None)
     return {"distances": rows, "coverage": [], "uncertainty": [],
-            "seconds": {"jepa_s": jepa_s, "flow_s": flow_s, "sample_s": sample_s}}  # fmt: skip
+            "seconds": {"jepa_s": jepa_s, "flow_s": flow_s, "sample_s": sample_s, "change_scale": scale}}  # fmt: skip
 
 
 def hsmm_data(seed: int) -> ad.AnnData:
@@ -553,6 +556,10 @@ def report(dist, cov, unc, seconds, cellwise: pd.DataFrame, args, total: float) 
         lines += ["## Spread kept by sampled cells (per seed)", ""]
         spreads = seconds.dropna(subset=["spread"]).groupby("split")["spread"].agg(lambda v: ", ".join(map(str, v)))
         lines += [spreads.reset_index().to_markdown(index=False), ""]
+    if "change_scale" in seconds and seconds["change_scale"].notna().any():  # HSMM with --backtest
+        scales = seconds.dropna(subset=["change_scale"]).groupby("split")["change_scale"]
+        lines += ["## Share of the predicted change kept (backtest, per seed)", ""]
+        lines += [scales.agg(lambda v: ", ".join(map(str, v))).reset_index().to_markdown(index=False), ""]
     return "\n".join(lines)
 
 
@@ -563,6 +570,7 @@ def main() -> None:
     parser.add_argument("--hsmm-epochs", type=int, default=150, help="JEPA epochs (HSMM)")
     parser.add_argument("--eccite-epochs", type=int, default=200, help="JEPA epochs (ECCITE-seq, as multiomics.py)")
     parser.add_argument("--flow-epochs", type=int, default=200)
+    parser.add_argument("--backtest", action="store_true", help="HSMM: `backtest_trajectory` before the flows")
     parser.add_argument("--splits", nargs="+", default=["sergio", "norman", "mcfaline", "hsmm"],
                         help="also: dose (the simulated dose screen of --dose-data), eccite (protein from RNA), "
                         "cite_sim (simulated), hsmm_intervals")  # fmt: skip
@@ -581,7 +589,7 @@ def main() -> None:
         for split in args.splits:
             start = time.time()
             if split == "hsmm":
-                res = hsmm_run(seed, args.hsmm_epochs, args.flow_epochs)
+                res = hsmm_run(seed, args.hsmm_epochs, args.flow_epochs, args.backtest)
             elif split == "hsmm_intervals":
                 res = hsmm_intervals_run(seed, args.hsmm_epochs, args.flow_epochs)
             elif split == "eccite":

@@ -16,7 +16,9 @@ populations, the ``energy_distance`` between predicted and observed cells in the
 Baselines: ``CarryForward`` (last observed state: the subject's 69 h sample or the 48 h cells) and ``LinearPCA``
 (PCA of the training observations; per subject or per population mean, a least-squares line of the PC scores
 over time, extrapolated and added to the last observed state as a change: ``LinearPCA(last2)`` fits the last two
-points, ``LinearPCA(all)`` every point).
+points, ``LinearPCA(all)`` every point). ``--backtest`` also scores BioJEPA after
+:meth:`biojepa.BioJEPA.backtest_trajectory` (a copy trained without each sequence's latest third, or the latest
+population, chooses the share of the predicted change to keep; the training time is the sum of both trainings).
 
 ``--ablation`` compares, on the same held-out targets restricted to genes shared with an external dataset, BioJEPA
 trained on the time course with the dynamic loss only (``jepa_weight=0``), with the static masked-module and dynamic
@@ -166,7 +168,7 @@ def fit_biojepa(split: dict, seed: int, epochs: int, model_kwargs: dict, extra: 
     return model, adata
 
 
-def biojepa_predict(model, split: dict, task: dict, rollout_step=None, seed=0) -> list[np.ndarray]:
+def biojepa_predict(model, split: dict, task: dict, rollout_step=None, seed=0, change_scale=None) -> list[np.ndarray]:
     adata = split["adata"]
     if "dataset" in model.adata.obs:
         adata = adata.copy()
@@ -174,7 +176,7 @@ def biojepa_predict(model, split: dict, task: dict, rollout_step=None, seed=0) -
         if "condition" in model.adata.obs:
             adata.obs["condition"] = "control"
     pred = model.predict_trajectory(adata, indices=task["context"], time_points=task["times"],
-                                    rollout_step=rollout_step, seed=seed)  # fmt: skip
+                                    rollout_step=rollout_step, seed=seed, change_scale=change_scale)  # fmt: skip
     tkey = split["time"]
     return [dense(pred[pred.obs[tkey].to_numpy(float) == T].X) for T in task["times"]]
 
@@ -191,16 +193,19 @@ def score(pred: list[np.ndarray], task: dict, pca: PCA) -> dict:
     return {k: float(np.nanmean(v)) if v else np.nan for k, v in out.items()}
 
 
-def evaluate_split(name: str, split: dict, seed: int, epochs: int, model_kwargs: dict, rollout: float | None):
+def evaluate_split(
+    name: str, split: dict, seed: int, epochs: int, model_kwargs: dict, rollout: float | None, backtest: bool = False
+):
     tasks = targets(split)
     X = dense(split["adata"].X)
     pca = PCA(n_components=min(20, X.shape[1] - 1), random_state=0).fit(X[~split["test"]])
     rows = []
 
-    def add(method, preds, seconds=np.nan):
+    def add(method, preds, seconds=np.nan, change_scale=np.nan):
         scores = [score(p, task, pca) for p, task in zip(preds, tasks, strict=True)]
         row = {k: float(np.nanmean([s[k] for s in scores])) for k in scores[0]}
-        rows.append({"split": name, "seed": seed, "method": method, **row, "seconds": seconds})
+        rows.append({"split": name, "seed": seed, "method": method, **row, "seconds": seconds,
+                     "change_scale": change_scale})  # fmt: skip
 
     add("CarryForward", [carry_forward(split, t) for t in tasks])
     add("LinearPCA(last2)", [linear_pca(split, t, pca, 2) for t in tasks])
@@ -208,9 +213,19 @@ def evaluate_split(name: str, split: dict, seed: int, epochs: int, model_kwargs:
     start = time.perf_counter()
     model, _ = fit_biojepa(split, seed, epochs or split["epochs"], model_kwargs)
     fit_s = time.perf_counter() - start
-    add("BioJEPA", [biojepa_predict(model, split, t, seed=seed) for t in tasks], fit_s)
+    add("BioJEPA", [biojepa_predict(model, split, t, seed=seed, change_scale=1.0) for t in tasks], fit_s)
     if rollout:
-        add(f"BioJEPA(rollout {rollout:g})", [biojepa_predict(model, split, t, rollout, seed) for t in tasks], fit_s)
+        preds = [biojepa_predict(model, split, t, rollout, seed, change_scale=1.0) for t in tasks]
+        add(f"BioJEPA(rollout {rollout:g})", preds, fit_s)
+    if backtest:
+        start = time.perf_counter()
+        model.backtest_trajectory(seed=seed)
+        seconds = fit_s + time.perf_counter() - start
+        scale = model.trajectory_change_scale_
+        add("BioJEPA, backtested", [biojepa_predict(model, split, t, seed=seed) for t in tasks], seconds, scale)
+        if rollout:
+            preds = [biojepa_predict(model, split, t, rollout, seed) for t in tasks]
+            add(f"BioJEPA(rollout {rollout:g}), backtested", preds, seconds, scale)
     return rows
 
 
@@ -294,6 +309,7 @@ def main(argv=None):
     parser.add_argument("--epochs", type=int, default=None, help="override each split's epoch budget")
     parser.add_argument("--rollout", type=float, nargs="*", default=None, help="rollout step per split (time units)")
     parser.add_argument("--ablation", action="store_true")
+    parser.add_argument("--backtest", action="store_true", help="also score BioJEPA after `backtest_trajectory`")
     parser.add_argument("--model-kwargs", type=json.loads, default={})
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/timecourse.md"))
     args = parser.parse_args(argv)
@@ -304,7 +320,9 @@ def main(argv=None):
     start = time.perf_counter()
     for seed in args.seeds:
         for name in args.splits:
-            rows += evaluate_split(name, makers[name](), seed, args.epochs, args.model_kwargs, rollout[name])
+            rows += evaluate_split(
+                name, makers[name](), seed, args.epochs, args.model_kwargs, rollout[name], args.backtest
+            )
             print(pd.DataFrame(rows).tail(5).to_string(), flush=True)
         if args.ablation:
             abl += ablation(seed, args.epochs, args.model_kwargs)

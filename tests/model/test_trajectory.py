@@ -247,3 +247,72 @@ def test_log_scale_with_negative_values():
     assert (pred.X < 0).any()  # stays on the input (log) scale
     query = adata[:8].copy()
     assert model.predict_trajectory(query, time_points=[2.0]).shape == (2, 16)  # negative query accepted too
+
+
+# ---------------------------------------------------------------------------------------------------------- backtest
+def test_change_scale_moves_predictions_towards_the_anchor(paired):
+    model, adata = paired
+    ctx = np.flatnonzero(adata.obs["hours"].to_numpy() <= 24)
+    full = model.predict_trajectory(adata, indices=ctx, time_points=[36.0], change_scale=1.0)
+    half = model.predict_trajectory(adata, indices=ctx, time_points=[36.0], change_scale=0.5)
+    still = model.predict_trajectory(adata, indices=ctx, time_points=[36.0], change_scale=0.0)
+    anchors = adata[still.obs["anchor"]]
+    np.testing.assert_allclose(still.X, anchors.X, rtol=1e-4, atol=1e-3)  # carried forward, on the count scale
+    z_anchor = still.obsm["X_biojepa"]
+    np.testing.assert_allclose(half.obsm["X_biojepa"], (z_anchor + full.obsm["X_biojepa"]) / 2, atol=1e-5)
+    assert not np.allclose(full.obsm["X_biojepa"], z_anchor)
+    with pytest.raises(ValueError, match=r"`change_scale` must lie in \[0, 1\], got 1.5"):
+        model.predict_trajectory(adata, indices=ctx, time_points=[36.0], change_scale=1.5)
+
+
+def test_backtest_holds_back_each_sequence_latest_third_and_sets_the_scale(paired, tmp_path):
+    model, adata = paired
+    before = adata.copy()
+    held = model._held_back("hours", "subject")
+    # 4 times per subject: the latest ceil(4 / 3) = 2 are held back, 2 stay as context
+    np.testing.assert_array_equal(held, adata.obs["hours"].to_numpy() >= 24)
+    table = model.backtest_trajectory(max_epochs=2)
+    assert list(table.columns) == ["change_scale", "mse", "chosen"]
+    assert len(table) == 21 and int(table["chosen"].sum()) == 1
+    chosen = table.loc[table["chosen"], "change_scale"].item()
+    assert model.trajectory_change_scale_ == chosen
+    assert table.loc[table["chosen"], "mse"].item() == table["mse"].min()
+    assert np.isfinite(table["mse"]).all() and (table["mse"] > 0).all()
+    # at share 0 the error is that of carrying each subject's latest context observation forward, in log space
+    log = np.log1p(adata.X / adata.X.sum(1, keepdims=True) * 1e4)
+    obs = adata.obs
+    carry = []
+    for _, rows in obs.groupby("subject", observed=True).indices.items():
+        t = obs["hours"].to_numpy()[rows]
+        anchor = log[rows[t == 12.0]][0]
+        carry += [np.mean((anchor - log[rows[t == tt]][0]) ** 2) for tt in (24.0, 36.0)]
+    np.testing.assert_allclose(table["mse"].iloc[0], np.mean(carry), rtol=1e-4)
+    # the stored share is what predict_trajectory uses by default, and it is saved with the model
+    ctx = np.flatnonzero(adata.obs["hours"].to_numpy() <= 24)
+    default = model.predict_trajectory(adata, indices=ctx, time_points=[36.0])
+    explicit = model.predict_trajectory(adata, indices=ctx, time_points=[36.0], change_scale=chosen)
+    np.testing.assert_array_equal(default.X, explicit.X)
+    model.save(tmp_path / "m", overwrite=True)
+    loaded = bj.BioJEPA.load(tmp_path / "m", adata=adata)
+    assert loaded.trajectory_change_scale_ == chosen
+    pd.testing.assert_frame_equal(adata.obs, before.obs)
+    np.testing.assert_array_equal(adata.X, before.X)
+    del model.trajectory_change_scale_  # the module-scoped model predicts as trained for the other tests
+
+
+def test_backtest_of_populations_and_its_errors():
+    adata = make_population()
+    model = _train(adata, epochs=2, time_key="day", batch_key="batch")
+    held = model._held_back("day", None)
+    latest = adata.obs["day"].to_numpy() == adata.obs.groupby("batch")["day"].transform("max").to_numpy()
+    np.testing.assert_array_equal(held, latest)  # both batches have >= 3 times
+    table = model.backtest_trajectory(max_epochs=1)
+    assert 0.0 <= model.trajectory_change_scale_ <= 1.0 and np.isfinite(table["mse"]).all()
+    short = make_population()
+    short = short[short.obs["day"] <= 1].copy()  # two times per batch: nothing to hold back
+    two = _train(short, epochs=1, time_key="day", batch_key="batch")
+    with pytest.raises(ValueError, match="three or more"):
+        two.backtest_trajectory(max_epochs=1)
+    static = _train(make_course(n_subjects=4), epochs=1)
+    with pytest.raises(ValueError, match="needs a time course"):
+        static.backtest_trajectory()

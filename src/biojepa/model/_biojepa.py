@@ -46,6 +46,7 @@ from ._save_load import SaveLoadMixin
 from ._screen import ScreenMixin
 from ._training import TrainingMixin
 from ._trajectory import TrajectoryMixin
+from ._trajectory_backtest import TrajectoryBacktestMixin
 
 logger = logging.getLogger(__name__)
 
@@ -56,6 +57,7 @@ class BioJEPA(
     InputsMixin,
     MultiomicsMixin,
     TrajectoryMixin,
+    TrajectoryBacktestMixin,
     PerturbationMixin,
     ScreenMixin,
     QueryMixin,

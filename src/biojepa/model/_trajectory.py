@@ -42,6 +42,7 @@ class TrajectoryMixin:
         rollout_step: float | None = None,
         seed: int = 0,
         batch_size: int | None = None,
+        change_scale: float | None = None,
     ) -> AnnData:
         """Predict the states of sequences (samples) or populations at the requested times.
 
@@ -56,7 +57,9 @@ class TrajectoryMixin:
 
         Expression is decoded relative to each sequence's last observed cell (its anchor): the anchor's
         observed expression plus the expression head's change from the anchor's latent to the predicted one,
-        returned on the input scale (counts stay counts).
+        returned on the input scale (counts stay counts). The predicted latent keeps ``change_scale`` of its change
+        from the anchor's latent: the share that :meth:`backtest_trajectory` found to predict held-back later
+        observations of the training data best, or all of it before a backtest.
 
         Parameters
         ----------
@@ -75,6 +78,9 @@ class TrajectoryMixin:
             Seed of the population coupling.
         batch_size
             Minibatch size for encoding.
+        change_scale
+            Share in [0, 1] of the predicted latent change from each anchor that is kept (0: the anchor carried
+            forward); ``None`` uses ``model.trajectory_change_scale_`` set by :meth:`backtest_trajectory`, or 1.
 
         Returns
         -------
@@ -108,6 +114,7 @@ class TrajectoryMixin:
             raise ValueError(f"`time_points` must be one or more finite times, got {time_points!r}.")
         if rollout_step is not None and not rollout_step > 0:
             raise ValueError(f"`rollout_step` must be a positive time, got {rollout_step!r}.")
+        scale = self._change_scale(change_scale)
         adata = self.adata if adata is None else adata
         for key in [time_key] + ([sample_key] if sample_key else []):
             if key not in adata.obs:
@@ -145,6 +152,8 @@ class TrajectoryMixin:
             )
         z_pred = self._predict_times(vis, z_ctx, z_tgt, t, cond, times_req, rollout_step)  # (S, Q, d)
         anchors = np.array([int(v[-1]) for v in vis])
+        z_anchor = z_tgt[anchors][:, None]
+        z_pred = z_anchor + scale * (z_pred - z_anchor)
         X = self._anchored_expression(enc, anchors, z_tgt[anchors], z_pred)  # (S, Q, G)
         S, Q = z_pred.shape[:2]
         cov_keys = self._covariate_keys()
@@ -166,6 +175,16 @@ class TrajectoryMixin:
         )
 
     # ------------------------------------------------------------------ helpers
+    def _change_scale(self, change_scale: float | None) -> float:
+        """``change_scale`` checked, or the backtested one (1 before a backtest)."""
+        if change_scale is None:
+            stored = getattr(self, "trajectory_change_scale_", None)
+            return 1.0 if stored is None else float(stored)
+        value = float(change_scale)
+        if not 0.0 <= value <= 1.0:
+            raise ValueError(f"`change_scale` must lie in [0, 1], got {change_scale!r}.")
+        return value
+
     def _cell_condition(self, enc: AnnData) -> tuple[torch.Tensor | None, torch.Tensor]:
         """Per-cell predictor condition and covariate-group code of a registered AnnData."""
         registry = self.adata_manager.data_registry
@@ -265,13 +284,16 @@ class TrajectoryMixin:
             results.append(out[:, None])
         return torch.cat(results)
 
-    def _anchored_expression(self, enc: AnnData, anchors: np.ndarray, z_anchor, z_pred) -> np.ndarray:
-        """Anchor's expression plus the head's change from its latent to each prediction, on the input scale."""
+    def _head_change(self, z_from: torch.Tensor, z_to: torch.Tensor) -> np.ndarray:
+        """Change of log expression the expression head reads from ``z_from`` to ``z_to`` (broadcast)."""
         head = self.module.expression_head
         std = self.module.gene_std.cpu().numpy().astype(np.float64)
+        return (head(z_to) - head(z_from)).cpu().numpy() * std
+
+    def _anchored_expression(self, enc: AnnData, anchors: np.ndarray, z_anchor, z_pred) -> np.ndarray:
+        """Anchor's expression plus the head's change from its latent to each prediction, on the input scale."""
         log_anchor = self._log_expression(enc, anchors)  # (S, G)
-        change = (head(z_pred) - head(z_anchor)[:, None]).cpu().numpy() * std  # (S, Q, G)
-        X = log_anchor[:, None] + change
+        X = log_anchor[:, None] + self._head_change(z_anchor[:, None], z_pred)  # (S, Q, G)
         if self.input_scale == INPUT_SCALES.COUNTS:
             counts = get_matrix(enc, self.adata_manager.registry["setup_args"]["layer"])[anchors]
             counts = counts.toarray() if sparse.issparse(counts) else np.asarray(counts)
