@@ -347,7 +347,8 @@ def hsmm_run(seed: int, epochs: int, flow_epochs: int, backtest: bool = False) -
         rows.append(row | {k: f(observed, pca.transform(Y)) for k, f in DISTANCES.items()})
     scale = getattr(model, "trajectory_change_scale_", None)
     return {"distances": rows, "coverage": [], "uncertainty": [],
-            "seconds": {"jepa_s": jepa_s, "flow_s": flow_s, "sample_s": sample_s, "change_scale": scale}}  # fmt: skip
+            "seconds": {"jepa_s": jepa_s, "flow_s": flow_s, "sample_s": sample_s, "change_scale": scale,
+                        "spread": model.generative_config_["spread"]}}  # fmt: skip
 
 
 def hsmm_data(seed: int) -> ad.AnnData:

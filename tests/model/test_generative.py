@@ -314,6 +314,34 @@ def drifting():
     return model, train, full
 
 
+def test_trajectory_cells_are_centred_on_the_point_prediction(drifting):
+    _, _, full = drifting
+    log = full[full.obs["hours"].to_numpy() < 30].copy()
+    log.X = np.log1p(np.asarray(log.X))
+    scvi.settings.seed = 0
+    bj.BioJEPA.setup_anndata(log, time_key="hours", batch_key="batch")
+    model = bj.BioJEPA(log, n_latent=4, n_embed=16, predictor_dim=16)
+    model.train(max_epochs=5, batch_size=64, enable_progress_bar=False)
+    model.train_generative(max_epochs=5, n_ensemble=1)
+    b0 = np.flatnonzero(log.obs["batch"].to_numpy() == "b0")
+    chains = model.predict_trajectory(log, b0, time_points=[36.0])
+    point = np.asarray(chains.X).mean(0) - np.asarray(log[chains.obs["anchor"].to_numpy()].X).mean(0)
+    model.generative_config_["spread"] = 0.0  # every cell gets the point prediction's change
+
+    def moved(scale=None):
+        if scale is not None:
+            model.trajectory_change_scale_ = scale
+        cells = model.sample_trajectory([36.0], n_cells=300, seed=1)
+        cells = cells[(cells.obs["batch"] == "b0").to_numpy()]
+        return np.asarray(cells.X) - np.asarray(log[cells.obs["source_cell"].astype(str).to_numpy()].X)
+
+    change = moved()
+    free = point > 0  # rising genes: no generated cell is floored at zero there
+    assert free.sum() >= 5 and point[free].max() > 0.05
+    np.testing.assert_allclose(change[:, free], np.broadcast_to(point[free], change[:, free].shape), atol=1e-4)
+    np.testing.assert_allclose(moved(scale=0.0), 0.0, atol=1e-4)  # the backtested share: none of the change kept
+
+
 def test_trajectory_intervals_per_group_and_time(drifting):
     model, train, _ = drifting
     pred = model.predict_trajectory_uncertainty([36.0, 48.0], n_samples=60)

@@ -238,9 +238,11 @@ class FlowTrainingMixin(ModalityFlowMixin, SpreadMixin):
                 context = rows[t <= t0]
                 src_rows = _subsample(rows[t == t0], max_cells, rng)
                 source = self._target_latent(self.adata, src_rows)
-                predicted = self._predicted_time_latents(self.adata, context, later)  # (len(later), d)
+                # the predictor as trained: inside the training span the backtested share does not apply
+                predicted, _ = self._predicted_time_latents(self.adata, context, later, change_scale=1.0)
                 for t1, z1 in zip(later, predicted, strict=True):
-                    target = self._target_latent(self.adata, _subsample(rows[t == t1], max_cells, rng))
+                    tgt_rows = _subsample(rows[t == t1], max_cells, rng)
+                    target = self._target_latent(self.adata, tgt_rows)
                     shift = z1 - source.mean(0)
                     out.append(
                         {
@@ -250,6 +252,8 @@ class FlowTrainingMixin(ModalityFlowMixin, SpreadMixin):
                             "group": "/".join(map(str, values)),
                             "source": source,
                             "target": target,
+                            "source_rows": src_rows,
+                            "target_rows": tgt_rows,
                             "condition": np.concatenate([shift, source.mean(0)]).astype(np.float32),
                         }
                     )
@@ -263,12 +267,21 @@ class FlowTrainingMixin(ModalityFlowMixin, SpreadMixin):
         frame = adata.obs[keys].astype(str)
         return {tuple(np.atleast_1d(k)): np.asarray(v) for k, v in frame.groupby(keys, observed=True).indices.items()}
 
-    def _predicted_time_latents(self, adata, context: np.ndarray, times: np.ndarray) -> np.ndarray:
-        """``(len(times), d)`` mean predicted latent over the sequences of ``context`` at each of ``times``."""
-        pred = self.predict_trajectory(adata, indices=context, time_points=list(map(float, times)))
-        time_key = self.adata_manager.registry["setup_args"]["time_key"]
-        t = pred.obs[time_key].to_numpy(dtype=np.float64)
-        return np.stack([pred.obsm["X_biojepa"][np.isclose(t, tt)].mean(0) for tt in times])
+    def _predicted_time_latents(
+        self, adata, context: np.ndarray, times: np.ndarray, change_scale: float | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Mean predicted latent ``(len(times), d)`` and mean predicted change of log expression ``(len(times), G)``.
+
+        The latent is averaged over the sequences of ``context`` at each of ``times``; the change is the one the head
+        reads from each sequence's anchor to its prediction, averaged: the point prediction of
+        :meth:`predict_trajectory` as a change.
+        """
+        z_anchor, z_pred = self.predict_trajectory(adata, indices=context, time_points=list(map(float, times)),
+                                                   change_scale=change_scale, return_anchor_latents=True)  # fmt: skip
+        z0 = torch.as_tensor(z_anchor, device=self.device)
+        changes = [self._head_change(z0, torch.as_tensor(z_pred[:, q], device=self.device)).mean(0)
+                   for q in range(len(times))]  # fmt: skip
+        return z_pred.mean(0), np.stack(changes)
 
     # ------------------------------------------------------------------ fitting
     def _fit_flow(self, field, pairs, steps, batch_size, lr, weight_decay, sigma, gen) -> float:

@@ -137,8 +137,11 @@ class SamplingMixin:
 
         The source population of a covariate group is its cells at their latest observed time (among ``indices``);
         the flows carry their latents conditioned on the shift from that population's mean latent to the mean
-        predicted latent at the requested time (:meth:`predict_trajectory` from the group's observations), and
-        expression is decoded as in :meth:`sample_perturbation`.
+        predicted latent at the requested time (:meth:`predict_trajectory` from the group's observations, with the
+        share of its change that :meth:`backtest_trajectory` chose), and expression is decoded as in
+        :meth:`sample_perturbation`: centred so that the cells' mean change is the point prediction (each chain's
+        change from its anchor, averaged), with the share of the flow's per-cell departure in
+        ``model.generative_config_["spread"]``.
 
         Parameters
         ----------
@@ -222,11 +225,11 @@ class SamplingMixin:
                 )
             source = group_rows[t == last]
             z_source = self._target_latent(enc, source)
-            predicted = self._predicted_time_latents(adata, rows[group_rows], times)
-            for tt, z1 in zip(times, predicted, strict=True):
+            predicted, changes = self._predicted_time_latents(adata, rows[group_rows], times)
+            for tt, z1, d_log in zip(times, predicted, changes, strict=True):
                 condition = np.concatenate([z1 - z_source.mean(0), z_source.mean(0)]).astype(np.float32)
                 yield {"values": values, "rows": rows[group_rows], "time": float(tt), "enc": enc, "enc_rows": rows,
-                       "control": source, "z_control": z_source, "condition": condition}  # fmt: skip
+                       "control": source, "z_control": z_source, "condition": condition, "d_log": d_log}  # fmt: skip
 
     def _perturbation_states(self, adata, groups, parsed, perturbation_type, anchor: bool = True) -> Iterator[dict]:
         """Per (covariate group, perturbation): control rows, their latents, the flow condition and the offset.
@@ -286,7 +289,7 @@ class SamplingMixin:
 
     @torch.inference_mode()
     def _head_change(self, z0: torch.Tensor, z1: torch.Tensor) -> np.ndarray:
-        """``(n, G)`` change of log expression the expression head reads from ``z0`` to ``z1``."""
+        """Change of log expression the expression head reads from ``z0`` to ``z1`` (``(n, G)``; broadcasts)."""
         head = self.module.expression_head
         return ((head(z1) - head(z0)).double() * self.module.gene_std.double()).cpu().numpy()
 

@@ -1,14 +1,15 @@
 r"""How much of the flow's per-cell spread to keep around the predicted mean, chosen on out-of-bag populations.
 
-Generated perturbed cells are centred on the point prediction (:meth:`~biojepa.BioJEPA.sample_perturbation`);
-what the flow adds is how each cell departs from that mean. Whether that departure makes the cells more like real
-ones is measured, not assumed: ensemble members after the first train on a bootstrap resample of the population
-pairs, so each leaves some pairs out. For each such out-of-bag pair, the source (control) cells are moved by the
-observed mean change plus :math:`\lambda` times their own departure from the member's mean change, and the energy
-distance (:func:`~biojepa.metrics.energy_distance`) to the observed target cells is computed on log expression for
-:math:`\lambda \in \{0, 0.25, 0.5, 0.75, 1\}`. The :math:`\lambda` of the smallest total distance becomes the
-``spread`` of sampled cells: 0 gives every cell the same change (control cells shifted by the prediction), 1 the
-flow's spread whole.
+Generated perturbed cells, and cells at later times, are centred on the point prediction
+(:meth:`~biojepa.BioJEPA.sample_perturbation`, :meth:`~biojepa.BioJEPA.sample_trajectory`); what the flow adds is
+how each cell departs from that mean. Whether that departure makes the cells more like real ones is measured, not
+assumed: ensemble members after the first train on a bootstrap resample of the population pairs, so each leaves some
+pairs out. For each such out-of-bag pair, the source cells (control cells, or the cells of the earlier time) are
+moved by the observed mean change plus :math:`\lambda` times their own departure from the member's mean change, and
+the energy distance (:func:`~biojepa.metrics.energy_distance`) to the observed target cells is computed on log
+expression for :math:`\lambda \in \{0, 0.25, 0.5, 0.75, 1\}`. The :math:`\lambda` of the smallest total distance
+becomes the ``spread`` of sampled cells: 0 gives every cell the same change (source cells shifted by the
+prediction), 1 the flow's spread whole.
 """
 
 from __future__ import annotations
@@ -34,16 +35,13 @@ class SpreadMixin:
 
     @torch.inference_mode()
     def _choose_spread(self, pairs: list[dict], fields, members: list[np.ndarray], seed: int) -> float:
-        """The share chosen on the perturbation pairs each member ``m >= 1`` left out (``members[m]``: its pairs).
+        """The share chosen on the population pairs each member ``m >= 1`` left out (``members[m]``: its pairs).
 
-        1 (the flow's spread whole) where no perturbation pair was left out.
+        Perturbation and time pairs alike; 1 (the flow's spread whole) where no pair was left out.
         """
         rng = np.random.default_rng([seed, 7])
         held = [
-            (m, i)
-            for m in range(1, len(fields))
-            for i in sorted(set(range(len(pairs))) - set(members[m].tolist()))
-            if pairs[i]["kind"] == "perturbation"
+            (m, i) for m in range(1, len(fields)) for i in sorted(set(range(len(pairs))) - set(members[m].tolist()))
         ]
         if not held:
             return 1.0

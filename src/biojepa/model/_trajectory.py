@@ -43,7 +43,8 @@ class TrajectoryMixin:
         seed: int = 0,
         batch_size: int | None = None,
         change_scale: float | None = None,
-    ) -> AnnData:
+        return_anchor_latents: bool = False,
+    ) -> AnnData | tuple[np.ndarray, np.ndarray]:
         """Predict the states of sequences (samples) or populations at the requested times.
 
         The observed time points of each sequence are the predictor's context; each requested time is a query
@@ -81,6 +82,9 @@ class TrajectoryMixin:
         change_scale
             Share in [0, 1] of the predicted latent change from each anchor that is kept (0: the anchor carried
             forward); ``None`` uses ``model.trajectory_change_scale_`` set by :meth:`backtest_trajectory`, or 1.
+        return_anchor_latents
+            Return ``(anchor latents (S, d), predicted latents (S, Q, d))`` instead of the AnnData (used by the
+            generative head to read the predicted change of each sequence from its anchor).
 
         Returns
         -------
@@ -156,6 +160,8 @@ class TrajectoryMixin:
         z_pred = z_anchor + scale * (z_pred - z_anchor)
         X = self._anchored_expression(enc, anchors, z_tgt[anchors], z_pred)  # (S, Q, G)
         S, Q = z_pred.shape[:2]
+        if return_anchor_latents:  # for the generative head: the anchors' latents the changes start from
+            return z_tgt[anchors].cpu().numpy(), z_pred.cpu().numpy()
         cov_keys = self._covariate_keys()
         cov = adata.obs.iloc[rows[anchors]][cov_keys].astype(str).to_numpy() if cov_keys else np.zeros((S, 0))
         obs = pd.DataFrame(
@@ -283,12 +289,6 @@ class TrajectoryMixin:
             out = pred.to_latent(pred([segment])[0][query])
             results.append(out[:, None])
         return torch.cat(results)
-
-    def _head_change(self, z_from: torch.Tensor, z_to: torch.Tensor) -> np.ndarray:
-        """Change of log expression the expression head reads from ``z_from`` to ``z_to`` (broadcast)."""
-        head = self.module.expression_head
-        std = self.module.gene_std.cpu().numpy().astype(np.float64)
-        return (head(z_to) - head(z_from)).cpu().numpy() * std
 
     def _anchored_expression(self, enc: AnnData, anchors: np.ndarray, z_anchor, z_pred) -> np.ndarray:
         """Anchor's expression plus the head's change from its latent to each prediction, on the input scale."""
