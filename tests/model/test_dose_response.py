@@ -149,3 +149,40 @@ def test_unseen_interior_dose_blends_fit_and_log_dose_line(screen_factory, monke
     w = float(np.dot(chosen - fitted, blended - fitted) / np.dot(blended - fitted, blended - fitted))
     assert -1e-6 <= w <= 1 + 1e-6
     np.testing.assert_allclose(chosen, (1 - w) * fitted + w * blended, atol=1e-4)
+
+
+def test_screen_ranks_an_unseen_compound_by_the_trained_compounds_it_resembles():
+    """Three pairs of compounds, each pair raising its own block of genes; features say the pair (its target)."""
+    import anndata as ad
+
+    rng = np.random.default_rng(0)
+    n_genes, blocks = 30, [range(0, 10), range(10, 20), range(20, 30)]
+    X, labels = [rng.normal(2.0, 0.3, size=(120, n_genes))], ["control"] * 120
+    for k, block in enumerate(blocks):
+        for name in (f"c{2 * k}", f"c{2 * k + 1}"):
+            cells = rng.normal(2.0, 0.3, size=(60, n_genes))
+            cells[:, list(block)] += 1.5
+            X.append(cells)
+            labels += [name] * 60
+    adata = ad.AnnData(np.vstack(X).astype(np.float32), obs=pd.DataFrame({"condition": labels}))
+    adata.obs_names = [f"cell{i}" for i in range(adata.n_obs)]
+    adata.var_names = [f"gene{i}" for i in range(n_genes)]
+    adata.obs["dose"] = np.where(adata.obs["condition"] == "control", "0", "1")
+    target = np.repeat(np.eye(3), 2, axis=0)  # the pair's target, as fingerprint bits, plus noise bits
+    rows = np.hstack([target, 0.1 * rng.random((6, 3))])
+    new = [[0, 1, 0, 0.05, 0.0, 0.05], [0, 0, 1, 0.0, 0.05, 0.05]]  # on the second and on the third target
+    features = pd.DataFrame(np.vstack([rows, new]), index=[f"c{i}" for i in range(6)] + ["new1", "new2"])
+    features.columns = [f"bit{i}" for i in range(6)]
+    scvi.settings.seed = 0
+    bj.BioJEPA.setup_anndata(adata, perturbation_key="condition", control_value="control", dose_key="dose")
+    model = bj.BioJEPA(adata, n_latent=8, perturbation_features=features)
+    model.train(max_epochs=3, batch_size=64, enable_progress_bar=False)
+    second = pd.Series(1.0, index=adata.var_names[10:20])  # a signature: raise the second block
+    ranked = model.screen(features.loc[["new1", "new2"]], target=second, dose=[1], space="expression")
+    score = ranked.set_index("condition")["cosine"]
+    # the trained compounds' mean change raises every block alike, so without the prior both would score about 1
+    # on the second block's genes; new1's peers raise that block, new2's the third alone
+    assert score["new1"] > 0.85 and score["new2"] < 0.4, score.to_dict()
+    # predictions leave the prior out: new1 is predicted as the mean change plus its own learned deviation
+    delta = model.predict_perturbation("new1", dose=1).layers["delta"][0]
+    assert delta[10:20].mean() - np.r_[delta[:10], delta[20:]].mean() < 0.5

@@ -26,7 +26,10 @@ observed change where one exists, so predictions start from what was measured an
   plus what its own (shrunk) deviation from the mean effect changes; for a measured gene without doses, plus the
   expression prior of :mod:`biojepa.model._coexpression` (its own level moves as the trained singles' own genes do,
   and the genes that move with it across those singles follow), each part weighted as leaving each trained single
-  out confirms.
+  out confirms. When a library is screened in expression space, a token with a feature row (a compound, an
+  unmeasured gene with external features) also gets the features prior of :mod:`biojepa.model._feature_prior`
+  (what its most similar trained singles did beyond the mean change, weighted the same way): it sharpens the
+  ranking, but not the predicted changes, so :meth:`~biojepa.BioJEPA.predict_perturbation` leaves it out.
 """
 
 from __future__ import annotations
@@ -38,10 +41,11 @@ from typing import NamedTuple
 import numpy as np
 from anndata import AnnData
 
-from ..perturbation import CovariateGroup, Perturbation
+from ..perturbation import CovariateGroup, Perturbation, PerturbationFeatures
 from ._coexpression import CoexpressionPrior, prior_weights
 from ._context_transfer import ContextTransferMixin
 from ._dose_interpolation import interpolation_weight, log_dose_line
+from ._feature_prior import FeaturePrior, feature_prior
 
 logger = logging.getLogger(__name__)
 
@@ -252,21 +256,75 @@ class AnchoringMixin(ContextTransferMixin):
         """
         cache = state.setdefault("novel", {})
         if dose not in cache:
-            parts = self._typical_singles(adata, state, dose)
-            if not parts:
+            genes, changes = self._peer_changes(adata, state, dose)
+            if not genes:
                 cache[dose] = 0.0
             else:
-                group, context, ptype = state["group"], state["context"], state["ptype"]
-                changes = []
-                for gene, residual in parts:
-                    if dose is None:  # observed alone without doses: its observed change, already read
-                        changes.append(self._single(adata, state, gene).change)
-                        continue
-                    shift = self._effect(group, context, Perturbation((gene,), (dose,)), ptype)["shift"]
-                    changes.append(self._decode(state["z_ctrl_t"], shift) + residual)  # along its dose fit
-                mean_effect = self._mean_effect(context, dose, ptype)[None]
-                cache[dose] = np.mean(changes, axis=0) - self._decode(state["z_ctrl_t"], mean_effect)
+                mean_effect = self._mean_effect(state["context"], dose, state["ptype"])[None]
+                cache[dose] = changes.mean(0) - self._decode(state["z_ctrl_t"], mean_effect)
         return cache[dose]
+
+    def _peer_changes(self, adata: AnnData, state: dict, dose: float | None) -> tuple[list[str], np.ndarray]:
+        """Names and changes ``(n, G)`` of the trained singles observed in the group (at ``dose``, along its fit)."""
+        cache = state.setdefault("peer_changes", {})
+        if dose not in cache:
+            group, context, ptype = state["group"], state["context"], state["ptype"]
+            genes, changes = [], []
+            for gene, residual in self._typical_singles(adata, state, dose):
+                genes.append(gene)
+                if dose is None:  # observed alone without doses: its observed change, already read
+                    changes.append(self._single(adata, state, gene).change)
+                    continue
+                shift = self._effect(group, context, Perturbation((gene,), (dose,)), ptype)["shift"]
+                changes.append(self._decode(state["z_ctrl_t"], shift) + residual)  # along its dose fit
+            cache[dose] = (genes, np.stack(changes) if changes else np.zeros((0, adata.n_vars)))
+        return cache[dose]
+
+    def _feature_prior(self, adata: AnnData, state: dict, dose: float | None) -> FeaturePrior | None:
+        """The features prior of the group's trained singles (:mod:`biojepa.model._feature_prior`), at ``dose``."""
+        cache = state.setdefault("feature_prior", {})
+        if dose not in cache:
+            table, prior = self.perturbation_features_, None
+            genes, changes = self._observed_peers(adata, state, dose)
+            if table is not None and genes:
+                rows, known = table.lookup(genes)
+                prior = feature_prior(rows[known], changes[known])
+                if prior is not None:
+                    logger.info(
+                        "Features prior of untrained perturbations in group %s at dose %s: weight %.3f, kernel "
+                        "temperature %g (chosen leaving each of %d trained singles out).",
+                        state["group"].values, dose, prior.weight, prior.temperature, int(known.sum()),
+                    )  # fmt: skip
+            cache[dose] = prior
+        return cache[dose]
+
+    def _observed_peers(self, adata: AnnData, state: dict, dose: float | None) -> tuple[list[str], np.ndarray]:
+        """Names and observed changes ``(n, G)`` of the trained singles measured alone in the group at ``dose``.
+
+        Observed only: a change decoded from a learned effect carries what the features taught the token, so its
+        resemblance to its neighbours' would be the model's own, not the data's.
+        """
+        group, trained = state["group"], self._trained_with(state["ptype"])[0]
+        lookup = {g: i for i, g in enumerate(self._setup().vocabulary)}
+        genes, changes = [], []
+        for gene in group.singles:
+            if gene not in lookup or not trained[lookup[gene]]:
+                continue
+            if dose is not None and not np.isclose(group.single_doses.get(gene, np.array([])), dose).any():
+                continue
+            try:
+                changes.append(self._single(adata, state, gene, dose).change)
+            except ValueError:  # e.g. an ambiguous perturbation type in the group: not used
+                continue
+            genes.append(gene)
+        return genes, np.stack(changes) if changes else np.zeros((0, adata.n_vars))
+
+    def _feature_row(self, gene: str, features: PerturbationFeatures | None) -> np.ndarray | None:
+        """Feature row of ``gene``: from ``features`` (a screened library) first, else the model's own table."""
+        for table in (features, self.perturbation_features_):
+            if table is not None and gene in table:
+                return table.lookup([gene])[0][0]
+        return None
 
     def _measures_shared(self, state: dict) -> bool:
         """Whether a trained single was observed in the group of ``state`` (so its shared residual is measured)."""
@@ -304,8 +362,14 @@ class AnchoringMixin(ContextTransferMixin):
         every: list[CovariateGroup],
         state,
         combined: bool = False,
+        features: PerturbationFeatures | None = None,
+        peers: bool = False,
     ) -> np.ndarray | float:
-        """What anchoring adds for one member of a perturbation (``combined``: of a combination; module docstring)."""
+        """What anchoring adds for one member of a perturbation (``combined``: of a combination; module docstring).
+
+        ``features``: feature rows the model's own table lacks (a screened library). ``peers``: a token known from
+        its features also gets the features prior (:mod:`biojepa.model._feature_prior`; screening only).
+        """
         group = own["group"]
         if gene in group.singles:
             if dose is None:
@@ -340,10 +404,13 @@ class AnchoringMixin(ContextTransferMixin):
         if not novel:
             return 0.0
         anchor = self._novel_anchor(adata, own, dose)
-        if dose is None and (prior := self._coexpression(adata, own)) is not None:
-            column = self._measured_column(gene)
-            if column is not None:  # a measured gene: what moves with it across the singles
+        column = self._measured_column(gene)
+        if dose is None and column is not None:  # a measured gene: what moves with it across the singles
+            if (prior := self._coexpression(adata, own)) is not None:
                 anchor = anchor + prior(column)
+        elif peers and (row := self._feature_row(gene, features)) is not None:  # what its most similar peers did
+            if (prior := self._feature_prior(adata, own, dose)) is not None:
+                anchor = anchor + prior(row)
         return anchor
 
     def _measured_column(self, gene: str) -> int | None:

@@ -123,6 +123,7 @@ class CompositionMixin(AnchoringMixin, ReferenceMixin):
         observed: bool = False,
         every: list[CovariateGroup] | None = None,
         features: PerturbationFeatures | None = None,
+        peers: bool = False,
     ) -> list[dict]:
         """Per (group, perturbation): the latent shift, the change of mean log expression and its source.
 
@@ -133,7 +134,8 @@ class CompositionMixin(AnchoringMixin, ReferenceMixin):
         fitted along the learned dose-response (between measured doses, blended with their log-dose interpolation
         by a weight chosen on left-out doses), and an untrained token gets the residual its trained peers share.
         ``observed``: a perturbation observed in the group returns its observed mean change. ``features``: rows
-        for members the model's own feature table lacks (a screened library).
+        for members the model's own feature table lacks (a screened library). ``peers``: tokens known from their
+        features also get the features prior of their most similar trained singles (screening).
         """
         if isinstance(n_control_cells, bool) or not isinstance(n_control_cells, int) or n_control_cells < 1:
             raise ValueError(f"`n_control_cells` must be a positive integer, got {n_control_cells!r}.")
@@ -161,7 +163,9 @@ class CompositionMixin(AnchoringMixin, ReferenceMixin):
                         dose = (p.dose_of(gene) if p.doses is not None else 1.0) if dosed else None
                         novel = gene not in lookup or not trained[lookup[gene]]
                         combined = len(p.genes) > 1
-                        d_log = d_log + self._anchor(adata, own, gene, dose, novel, every or [], state, combined)
+                        d_log = d_log + self._anchor(
+                            adata, own, gene, dose, novel, every or [], state, combined, features, peers
+                        )
                     if anchor and self._anchored_observed(group, p, dosed):
                         source = OBSERVED  # decoded effect and its residual: the observed change
                     if observed and p.genes in group.observed:

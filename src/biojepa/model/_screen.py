@@ -63,8 +63,12 @@ class ScreenMixin(CompositionMixin):
         :meth:`predict_perturbation` makes it (anchored: a compound and dose measured in training starts from its
         measured change in the starting cells' covariate group, an unseen one from its learned or feature-based
         effect plus the residual the trained compounds share), against the target change of mean log expression
-        from the starting cells to the target cells (or the signature). The same three scores, over genes. Slower
-        than the latent (one decoding per candidate), and it needs the starting cells' covariate group in training.
+        from the starting cells to the target cells (or the signature). A compound never trained also gets what its
+        most similar trained compounds (by feature row) did beyond the mean change, by a weight chosen by leaving
+        each trained compound out (:mod:`biojepa.model._feature_prior`): on the simulated dose screen this lifts the
+        AUROC of true reversers from 0.86 to 0.92, while it does not make the predicted changes themselves better,
+        so :meth:`predict_perturbation` leaves it out. The same three scores, over genes. Slower than the latent
+        (one decoding per candidate), and it needs the starting cells' covariate group in training.
 
         The library is processed in chunks of ``chunk_size`` compounds, so memory does not grow with its size.
 
@@ -206,7 +210,7 @@ class ScreenMixin(CompositionMixin):
                 chunk = candidates[begin : begin + chunk_size * len(doses)]
                 results = self._compose(
                     train, [trained_groups[group.values]], chunk, perturbation_type, n_control_cells, 0,
-                    every=every, features=table,
+                    every=every, features=table, peers=True,
                 )  # fmt: skip
                 changes = np.stack([r["d_log"][index] for r in results])
                 rows.append(scorer(torch.as_tensor(changes, dtype=torch.float64)))
