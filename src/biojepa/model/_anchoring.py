@@ -304,19 +304,10 @@ class AnchoringMixin(ContextTransferMixin):
         Observed only: a change decoded from a learned effect carries what the features taught the token, so its
         resemblance to its neighbours' would be the model's own, not the data's.
         """
-        group, trained = state["group"], self._trained_with(state["ptype"])[0]
-        lookup = {g: i for i, g in enumerate(self._setup().vocabulary)}
-        genes, changes = [], []
-        for gene in group.singles:
-            if gene not in lookup or not trained[lookup[gene]]:
-                continue
-            if dose is not None and not np.isclose(group.single_doses.get(gene, np.array([])), dose).any():
-                continue
-            try:
-                changes.append(self._single(adata, state, gene, dose).change)
-            except ValueError:  # e.g. an ambiguous perturbation type in the group: not used
-                continue
-            genes.append(gene)
+        group = state["group"]
+        genes = [g for g, _ in self._typical_singles(adata, state, dose)
+                 if dose is None or np.isclose(group.single_doses[g], dose).any()]  # fmt: skip
+        changes = [self._single(adata, state, g, dose).change for g in genes]
         return genes, np.stack(changes) if changes else np.zeros((0, adata.n_vars))
 
     def _feature_row(self, gene: str, features: PerturbationFeatures | None) -> np.ndarray | None:

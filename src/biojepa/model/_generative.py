@@ -276,12 +276,10 @@ class FlowTrainingMixin(ModalityFlowMixin, SpreadMixin):
         reads from each sequence's anchor to its prediction, averaged: the point prediction of
         :meth:`predict_trajectory` as a change.
         """
-        z_anchor, z_pred = self.predict_trajectory(adata, indices=context, time_points=list(map(float, times)),
-                                                   change_scale=change_scale, return_anchor_latents=True)  # fmt: skip
-        z0 = torch.as_tensor(z_anchor, device=self.device)
-        changes = [self._head_change(z0, torch.as_tensor(z_pred[:, q], device=self.device)).mean(0)
-                   for q in range(len(times))]  # fmt: skip
-        return z_pred.mean(0), np.stack(changes)
+        times = np.asarray(times, dtype=np.float64)
+        pred = self._trajectory_latents(adata, context, times, None, 0, None, change_scale)
+        changes = [self._head_change(pred.z_anchor, pred.z_pred[:, q]).mean(0) for q in range(len(times))]
+        return pred.z_pred.mean(0).cpu().numpy(), np.stack(changes)
 
     # ------------------------------------------------------------------ fitting
     def _fit_flow(self, field, pairs, steps, batch_size, lr, weight_decay, sigma, gen) -> float:

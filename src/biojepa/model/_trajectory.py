@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -15,6 +16,18 @@ from .._constants import EXTRA_KEYS, INPUT_SCALES
 from ..data import Sequences, check_time, coupled_sequences, get_matrix, paired_sequences, time_scale
 
 _CHUNK = 1024  # sequences per predictor pass
+
+
+class _Predicted(NamedTuple):
+    """Predicted latents of sequences: what :meth:`TrajectoryMixin.predict_trajectory` decodes."""
+
+    enc: AnnData  # the encodable observations (rows of ``adata``)
+    rows: np.ndarray  # their rows of ``adata``
+    anchors: np.ndarray  # (S,) each sequence's latest observation, a row of ``enc``
+    z_anchor: torch.Tensor  # (S, d) its target-encoder latent
+    z_pred: torch.Tensor  # (S, Q, d) the predicted latent at each requested time
+    names: list[str]  # sequence names
+    name_key: str  # the sample key, or "chain"
 
 
 class TrajectoryMixin:
@@ -43,8 +56,7 @@ class TrajectoryMixin:
         seed: int = 0,
         batch_size: int | None = None,
         change_scale: float | None = None,
-        return_anchor_latents: bool = False,
-    ) -> AnnData | tuple[np.ndarray, np.ndarray]:
+    ) -> AnnData:
         """Predict the states of sequences (samples) or populations at the requested times.
 
         The observed time points of each sequence are the predictor's context; each requested time is a query
@@ -82,9 +94,6 @@ class TrajectoryMixin:
         change_scale
             Share in [0, 1] of the predicted latent change from each anchor that is kept (0: the anchor carried
             forward); ``None`` uses ``model.trajectory_change_scale_`` set by :meth:`backtest_trajectory`, or 1.
-        return_anchor_latents
-            Return ``(anchor latents (S, d), predicted latents (S, Q, d))`` instead of the AnnData (used by the
-            generative head to read the predicted change of each sequence from its anchor).
 
         Returns
         -------
@@ -107,19 +116,53 @@ class TrajectoryMixin:
         """
         self._check_if_trained(warn=True)
         args = self.adata_manager.registry["setup_args"]
-        time_key, sample_key = args.get("time_key"), args.get("sample_key")
+        time_key = args.get("time_key")
         if time_key is None:
             raise ValueError(
                 "This model was set up without a time course; call `BioJEPA.setup_anndata(adata, time_key=..., "
                 "sample_key=...)` before creating the model."
             )
         times_req = np.asarray([] if time_points is None else time_points, dtype=np.float64).ravel()
+        adata = self.adata if adata is None else adata
+        pred = self._trajectory_latents(adata, indices, times_req, rollout_step, seed, batch_size, change_scale)
+        enc, rows, anchors, z_pred = pred.enc, pred.rows, pred.anchors, pred.z_pred
+        X = self._anchored_expression(enc, anchors, pred.z_anchor, z_pred)  # (S, Q, G)
+        S, Q = z_pred.shape[:2]
+        seq_names, name_key = pred.names, pred.name_key
+        cov_keys = self._covariate_keys()
+        cov = adata.obs.iloc[rows[anchors]][cov_keys].astype(str).to_numpy() if cov_keys else np.zeros((S, 0))
+        obs = pd.DataFrame(
+            {
+                name_key: np.repeat(seq_names, Q),
+                time_key: np.tile(times_req, S),
+                **{k: np.repeat(cov[:, i], Q) for i, k in enumerate(cov_keys)},
+                "anchor": np.repeat(np.asarray(adata.obs_names)[rows[anchors]], Q),
+            }
+        )
+        obs.index = [f"{n}@{tt:g}" for n, tt in zip(obs[name_key], obs[time_key], strict=True)]
+        return AnnData(
+            X=X.reshape(S * Q, -1).astype(np.float32),
+            obs=obs,
+            var=pd.DataFrame(index=adata.var_names.copy()),
+            obsm={"X_biojepa": z_pred.reshape(S * Q, -1).cpu().numpy().astype(np.float32)},
+        )
+
+    # ------------------------------------------------------------------ helpers
+    @torch.inference_mode()
+    def _trajectory_latents(
+        self, adata: AnnData, indices, times_req: np.ndarray, rollout_step, seed: int, batch_size, change_scale
+    ) -> _Predicted:
+        """The sequences of ``adata[indices]``, their anchors' latents and their predicted latents at ``times_req``.
+
+        What :meth:`predict_trajectory` decodes, for the methods that need the latents only.
+        """
         if times_req.size == 0 or not np.isfinite(times_req).all():
-            raise ValueError(f"`time_points` must be one or more finite times, got {time_points!r}.")
+            raise ValueError(f"`time_points` must be one or more finite times, got {times_req.tolist()!r}.")
         if rollout_step is not None and not rollout_step > 0:
             raise ValueError(f"`rollout_step` must be a positive time, got {rollout_step!r}.")
         scale = self._change_scale(change_scale)
-        adata = self.adata if adata is None else adata
+        args = self.adata_manager.registry["setup_args"]
+        time_key, sample_key = args["time_key"], args.get("sample_key")
         for key in [time_key] + ([sample_key] if sample_key else []):
             if key not in adata.obs:
                 raise KeyError(f"adata.obs lacks the column {key!r} the model was set up with.")
@@ -156,31 +199,10 @@ class TrajectoryMixin:
             )
         z_pred = self._predict_times(vis, z_ctx, z_tgt, t, cond, times_req, rollout_step)  # (S, Q, d)
         anchors = np.array([int(v[-1]) for v in vis])
-        z_anchor = z_tgt[anchors][:, None]
-        z_pred = z_anchor + scale * (z_pred - z_anchor)
-        X = self._anchored_expression(enc, anchors, z_tgt[anchors], z_pred)  # (S, Q, G)
-        S, Q = z_pred.shape[:2]
-        if return_anchor_latents:  # for the generative head: the anchors' latents the changes start from
-            return z_tgt[anchors].cpu().numpy(), z_pred.cpu().numpy()
-        cov_keys = self._covariate_keys()
-        cov = adata.obs.iloc[rows[anchors]][cov_keys].astype(str).to_numpy() if cov_keys else np.zeros((S, 0))
-        obs = pd.DataFrame(
-            {
-                name_key: np.repeat(seq_names, Q),
-                time_key: np.tile(times_req, S),
-                **{k: np.repeat(cov[:, i], Q) for i, k in enumerate(cov_keys)},
-                "anchor": np.repeat(np.asarray(adata.obs_names)[rows[anchors]], Q),
-            }
-        )
-        obs.index = [f"{n}@{tt:g}" for n, tt in zip(obs[name_key], obs[time_key], strict=True)]
-        return AnnData(
-            X=X.reshape(S * Q, -1).astype(np.float32),
-            obs=obs,
-            var=pd.DataFrame(index=adata.var_names.copy()),
-            obsm={"X_biojepa": z_pred.reshape(S * Q, -1).cpu().numpy().astype(np.float32)},
-        )
+        z_anchor = z_tgt[anchors]
+        z_pred = z_anchor[:, None] + scale * (z_pred - z_anchor[:, None])
+        return _Predicted(enc, rows, anchors, z_anchor, z_pred, seq_names, name_key)
 
-    # ------------------------------------------------------------------ helpers
     def _change_scale(self, change_scale: float | None) -> float:
         """``change_scale`` checked, or the backtested one (1 before a backtest)."""
         if change_scale is None:

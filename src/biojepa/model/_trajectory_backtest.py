@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 import torch
 from scvi.model._utils import get_max_epochs_heuristic
+from scvi.model.base._save_load import _initialize_model
 
 #: Shares of the predicted change scored by the backtest.
 CHANGE_SCALES = np.round(np.linspace(0.0, 1.0, 21), 2)
@@ -36,7 +37,8 @@ class TrajectoryBacktestMixin:
         over genes, averaged over held-back sequences and times) to the observed one is stored as
         ``model.trajectory_change_scale_``: :meth:`predict_trajectory` keeps that share of every predicted change
         from then on (0 carries the latest observation forward; 1 is the prediction as trained). The copy trains
-        as long as this model did, unless ``max_epochs`` says otherwise.
+        as long as this model did, unless ``max_epochs`` says otherwise, and draws from the global random state as
+        :meth:`train` does (set ``scvi.settings.seed`` first for a reproducible share).
 
         Parameters
         ----------
@@ -109,9 +111,8 @@ class TrajectoryBacktestMixin:
         """A new model with this one's setup and settings, trained on the ``keep`` rows of its AnnData."""
         subset = self.adata[keep].copy()
         type(self).setup_anndata(subset, **self.adata_manager.registry["setup_args"])
-        init = self.init_params_
-        kwargs = {k: v for group in init.get("kwargs", {}).values() for k, v in group.items()}
-        model = type(self)(subset, **copy.deepcopy(init["non_kwargs"]), **kwargs)
+        init = {"init_params_": copy.deepcopy(self.init_params_)}
+        model = _initialize_model(type(self), subset, None, init, None)  # as scvi-tools' `load` builds a model
         if max_epochs is None:
             history = getattr(self, "history_", None) or {}
             max_epochs = len(history.get("train_loss", [])) or get_max_epochs_heuristic(subset.n_obs)
@@ -127,7 +128,6 @@ class TrajectoryBacktestMixin:
             if sample_key
             else list(self._time_groups(adata).values())
         )
-        enc = self._encodable(adata)
         errors = np.zeros(CHANGE_SCALES.size)
         n = 0
         for rows in units:
@@ -135,20 +135,14 @@ class TrajectoryBacktestMixin:
             if target_rows.size == 0:
                 continue
             times = np.unique(t[target_rows])
-            pred = self.predict_trajectory(adata, indices=rows[context[rows]], time_points=times, seed=seed,
-                                           change_scale=1.0)  # fmt: skip
-            anchors = adata.obs_names.get_indexer(pred.obs["anchor"])
-            z_anchor = torch.as_tensor(self._target_latent(enc, anchors), device=self.device)
-            z_pred = torch.as_tensor(pred.obsm["X_biojepa"], device=self.device)
-            log_anchor = self._log_expression(enc, anchors)
-            pred_t = pred.obs[time_key].to_numpy(dtype=np.float64)
-            observed = self._log_expression(enc, target_rows)
-            for tt in times:
-                at = np.isclose(pred_t, tt)
+            pred = self._trajectory_latents(adata, rows[context[rows]], times, None, seed, None, 1.0)
+            log_anchor = self._log_expression(pred.enc, pred.anchors)  # (S, G)
+            observed = self._log_expression(self._encodable(adata, target_rows), np.arange(target_rows.size))
+            for q, tt in enumerate(times):
                 goal = observed[np.isclose(t[target_rows], tt)].mean(0)
+                z0, z1 = pred.z_anchor, pred.z_pred[:, q]
                 for i, scale in enumerate(CHANGE_SCALES):
-                    z = z_anchor[at] + float(scale) * (z_pred[at] - z_anchor[at])
-                    mean = (log_anchor[at] + self._head_change(z_anchor[at], z)).mean(0)
+                    mean = (log_anchor + self._head_change(z0, z0 + float(scale) * (z1 - z0))).mean(0)
                     errors[i] += float(np.mean((mean - goal) ** 2))
                 n += 1
         return errors / max(n, 1)
