@@ -11,12 +11,15 @@ from anndata import AnnData
 from scipy import sparse
 
 from .._constants import INPUT_SCALES
-from ..data import get_matrix
+from ..data import get_matrix, normalize_expression
 from ..nn import integrate
 from ._reference import _CHUNK
 
 #: Control cells carried by the flow to measure the mean change that generated cells are centred on.
 _CENTRING_CELLS = 500
+#: Bisection steps, the largest per-gene log shift and the fewest cells decoded per step, of the count correction
+#: (:meth:`_count_correction`).
+_COUNT_ROUNDS, _COUNT_SHIFT, _COUNT_CELLS = 8, 3.0, 1000
 
 
 class SamplingMixin:
@@ -48,8 +51,13 @@ class SamplingMixin:
         its departure from that mean chosen by :meth:`train_generative` on the populations its bootstrap flows
         left out (``model.generative_config_["spread"]``; 0: every cell gets the predicted change).
         Log-normalized input gives log-normalized cells; count input gives counts, by binomial thinning of the
-        control cell's counts where expression falls and added Poisson counts where it rises, so library sizes and
-        noise stay those of real cells :cite:p:`gerard2020thinning`.
+        control cell's counts where expression falls and added Poisson counts where it rises, so that count noise
+        stays that of real cells :cite:p:`gerard2020thinning`. Counts drawn around an expected count have a lower
+        mean log than its log, so each gene's expected counts carry a shift (found by bisection on the centring
+        cells) that gives the cells the predicted mean log expression, normalized by their source cells' libraries.
+        Genes with few counts then get more counts on average than the expected counts of
+        :meth:`predict_perturbation`, and libraries grow with them (on the simulated screen of the benchmarks, 1.44×
+        the observed cells' against 1.19× without the shift).
         Cells are made ``chunk_size`` at a time, so memory holds one chunk and the result.
 
         Parameters
@@ -280,6 +288,8 @@ class SamplingMixin:
             reference = np.sort(rng.choice(len(control), min(len(control), _CENTRING_CELLS), replace=False))
             z0, z1 = carry(reference)
             offset = offset + state["d_log"] - spread * self._head_change(z0, z1).mean(0)
+            if self.input_scale == INPUT_SCALES.COUNTS:
+                offset = offset + self._count_correction(adata, control[reference], z0, z1, rng, offset, spread)
         for start in range(0, n_cells, chunk_size):
             pick = np.sort(rng.integers(0, len(control), min(chunk_size, n_cells - start)))  # rows read in order
             z0, z1 = carry(pick)
@@ -292,6 +302,34 @@ class SamplingMixin:
         """Change of log expression the expression head reads from ``z0`` to ``z1`` (``(n, G)``; broadcasts)."""
         head = self.module.expression_head
         return ((head(z1) - head(z0)).double() * self.module.gene_std.double()).cpu().numpy()
+
+    def _count_correction(self, adata, rows, z0, z1, rng, offset, spread: float) -> np.ndarray:
+        """Per-gene log shift that gives count cells the mean log expression they are centred on.
+
+        Counts drawn around an expected count have a lower mean ``log1p`` than ``log1p`` of that count (the log is
+        concave), most for genes with few counts: cells decoded from a change of mean log expression then miss it.
+        The shift is found per gene by bisection in [-3, 3] on ``rows`` (the centring cells, each decoded several
+        times so that at least 1,000 cells are): decode, normalize by each source cell's library (as the expected
+        counts were made, so that each gene is corrected on its own), and move the shift up where the gene's mean
+        log falls short of the target, down where it passes it. The target is each cell's moved log expression
+        floored at zero: the source cells moved by the point prediction's change of mean log expression.
+        """
+        copies = -(-_COUNT_CELLS // len(rows))  # each cell decoded several times: the noise of one draw averages out
+        rows, z0, z1 = np.repeat(rows, copies), z0.repeat_interleave(copies, 0), z1.repeat_interleave(copies, 0)
+        change = spread * self._head_change(z0, z1)
+        target, libs = np.zeros(change.shape[1]), []
+        for start, (log, _, lib) in zip(range(0, len(rows), _CHUNK), self._row_chunks(adata, rows), strict=True):
+            target += np.maximum(log + change[start : start + len(log)] + offset, 0.0).sum(0)
+            libs.append(lib)
+        target /= len(rows)
+        low, high = np.full_like(target, -_COUNT_SHIFT), np.full_like(target, _COUNT_SHIFT)
+        for _ in range(_COUNT_ROUNDS):  # bisection: the mean log rises with the shift, in steps where counts are few
+            middle = (low + high) / 2
+            cells = self._decode_cells(adata, rows, z0, z1, rng, offset + middle, spread)
+            reached = normalize_expression(cells, INPUT_SCALES.COUNTS, np.concatenate(libs)).mean(0, dtype=np.float64)
+            short = reached < target
+            low, high = np.where(short, middle, low), np.where(short, high, middle)
+        return (low + high) / 2
 
     @torch.inference_mode()
     def _decode_cells(self, adata, rows, z0, z1, rng, offset=0.0, spread: float = 1.0) -> np.ndarray:
