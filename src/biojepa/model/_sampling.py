@@ -317,17 +317,18 @@ class SamplingMixin:
         copies = -(-_COUNT_CELLS // len(rows))  # each cell decoded several times: the noise of one draw averages out
         rows, z0, z1 = np.repeat(rows, copies), z0.repeat_interleave(copies, 0), z1.repeat_interleave(copies, 0)
         change = spread * self._head_change(z0, z1)
-        target, libs = np.zeros(change.shape[1]), []
-        for start, (log, _, lib) in zip(range(0, len(rows), _CHUNK), self._row_chunks(adata, rows), strict=True):
-            target += np.maximum(log + change[start : start + len(log)] + offset, 0.0).sum(0)
-            libs.append(lib)
-        target /= len(rows)
+        chunks = []  # (moved log expression, raw counts, libraries), read and moved once for every step
+        for start, (log, raw, lib) in zip(range(0, len(rows), _CHUNK), self._row_chunks(adata, rows), strict=True):
+            chunks.append((log + change[start : start + len(log)] + offset, raw, lib))
+        target = sum(np.maximum(moved, 0.0).sum(0) for moved, _, _ in chunks) / len(rows)
         low, high = np.full_like(target, -_COUNT_SHIFT), np.full_like(target, _COUNT_SHIFT)
         for _ in range(_COUNT_ROUNDS):  # bisection: the mean log rises with the shift, in steps where counts are few
             middle = (low + high) / 2
-            cells = self._decode_cells(adata, rows, z0, z1, rng, offset + middle, spread)
-            reached = normalize_expression(cells, INPUT_SCALES.COUNTS, np.concatenate(libs)).mean(0, dtype=np.float64)
-            short = reached < target
+            reached = np.zeros_like(target)
+            for moved, raw, lib in chunks:
+                counts = _draw_counts(moved + middle, raw, lib, rng)
+                reached += normalize_expression(counts, INPUT_SCALES.COUNTS, lib).sum(0, dtype=np.float64)
+            short = reached / len(rows) < target
             low, high = np.where(short, middle, low), np.where(short, high, middle)
         return (low + high) / 2
 
@@ -344,13 +345,7 @@ class SamplingMixin:
             if self.input_scale != INPUT_SCALES.COUNTS:
                 out.append(np.maximum(moved, min(float(log.min()), 0.0)).astype(np.float32))
                 continue
-            mean = np.maximum(np.expm1(moved), 0.0) * lib[:, None] / 1e4  # expected counts after the change
-            counts = np.asarray(raw, dtype=np.float64)
-            down = mean < counts  # binomial thinning keeps count noise; a rise adds Poisson counts
-            keep = np.where(down, mean / np.maximum(counts, 1e-12), 1.0)
-            thinned = rng.binomial(counts.astype(np.int64), np.clip(keep, 0.0, 1.0))
-            added = rng.poisson(np.where(down, 0.0, mean - counts))
-            out.append((thinned + added).astype(np.float32))
+            out.append(_draw_counts(moved, raw, lib, rng))
         return np.vstack(out)
 
     def _stored(self, X: np.ndarray):
@@ -367,6 +362,21 @@ class SamplingMixin:
         cells.uns["method"] = "BioJEPA flow"
         cells.uns["n_steps"] = n_steps
         return cells
+
+
+def _draw_counts(moved: np.ndarray, raw: np.ndarray, lib: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Counts ``raw`` moved to the expected counts of log expression ``moved`` (libraries ``lib``), as float32.
+
+    Binomial thinning where the expected count falls, added Poisson counts where it rises: count noise stays that of
+    real cells.
+    """
+    mean = np.maximum(np.expm1(moved), 0.0) * lib[:, None] / 1e4  # expected counts after the change
+    counts = np.asarray(raw, dtype=np.float64)
+    down = mean < counts
+    keep = np.where(down, mean / np.maximum(counts, 1e-12), 1.0)
+    thinned = rng.binomial(counts.astype(np.int64), np.clip(keep, 0.0, 1.0))
+    added = rng.poisson(np.where(down, 0.0, mean - counts))
+    return (thinned + added).astype(np.float32)
 
 
 def _check_count(value, name: str) -> None:
