@@ -340,7 +340,8 @@ def test_trajectory_cells_are_centred_on_the_point_prediction(drifting):
     b0 = np.flatnonzero(log.obs["batch"].to_numpy() == "b0")
     chains = model.predict_trajectory(log, b0, time_points=[36.0])
     point = np.asarray(chains.X).mean(0) - np.asarray(log[chains.obs["anchor"].to_numpy()].X).mean(0)
-    model.generative_config_["spread"] = 0.0  # every cell gets the point prediction's change
+    model.generative_config_["spread"] = 1.0  # perturbed cells would keep the flow's spread whole,
+    model.generative_config_["trajectory_spread"] = 0.0  # but cells at later times take the backtest's share
 
     def moved(scale=None):
         if scale is not None:
@@ -354,6 +355,42 @@ def test_trajectory_cells_are_centred_on_the_point_prediction(drifting):
     assert free.sum() >= 5 and point[free].max() > 0.05
     np.testing.assert_allclose(change[:, free], np.broadcast_to(point[free], change[:, free].shape), atol=1e-4)
     np.testing.assert_allclose(moved(scale=0.0), 0.0, atol=1e-4)  # the backtested share: none of the change kept
+
+
+def test_backtest_after_the_flows_chooses_the_spread_of_later_cells(drifting, monkeypatch, tmp_path):
+    from biojepa.model._spread import SPREADS
+
+    _, train, _ = drifting
+    scvi.settings.seed = 0
+    model = bj.BioJEPA(train, n_latent=4, n_embed=16, predictor_dim=16)
+    model.train(max_epochs=3, batch_size=64, enable_progress_bar=False)
+    model.backtest_trajectory(max_epochs=1)
+    assert "generative_config_" not in vars(model)  # no flows yet: nothing to choose
+    model.train_generative(max_epochs=4, n_ensemble=2, batch_size=32)
+    seen = {}
+    real = bj.BioJEPA._backtest_spread
+
+    def spy(self, adata, context, held, time_key, seed):
+        seen.update(copy=self, held=held, distances=real(self, adata, context, held, time_key, seed))
+        return seen["distances"]
+
+    monkeypatch.setattr(bj.BioJEPA, "_backtest_spread", spy)
+    spread = model.generative_config_["spread"]
+    model.backtest_trajectory(max_epochs=1)
+    assert model.generative_config_["spread"] == spread  # perturbed cells keep the out-of-bag share
+    copy, held, distances = seen["copy"], seen["held"], seen["distances"]
+    np.testing.assert_array_equal(held, train.obs["hours"].to_numpy() == 24.0)  # each batch's latest time
+    assert copy is not model and copy.adata.n_obs == int((~held).sum())
+    assert copy.generative_config_["n_ensemble"] == 1 and copy.generative_config_["fit"]["max_epochs"] == 4
+    assert copy.trajectory_change_scale_ == model.trajectory_change_scale_
+    assert distances.shape == (len(SPREADS),) and np.isfinite(distances).all() and (distances > 0).all()
+    assert len(set(np.round(distances, 6))) > 1  # the shares give different cells
+    chosen = model.generative_config_["trajectory_spread"]
+    assert chosen == SPREADS[int(np.argmin(distances))]
+    model.save(tmp_path / "m", overwrite=True)
+    assert bj.BioJEPA.load(tmp_path / "m", adata=train).generative_config_["trajectory_spread"] == chosen
+    model.train_generative(max_epochs=1, n_ensemble=1)  # new flows: the backtest's share no longer applies
+    assert "trajectory_spread" not in model.generative_config_
 
 
 def test_trajectory_intervals_per_group_and_time(drifting):
@@ -412,7 +449,8 @@ def test_generated_counts_keep_the_predicted_mean_log_expression(screen_factory,
     adata = screen_factory(counts=True, n_cells=40)
     model = _model(adata, epochs=3)
     model.train_generative(max_epochs=5, n_ensemble=1)
-    model.generative_config_["spread"] = 0.0  # every cell gets the point prediction's change
+    model.generative_config_["spread"] = 1.0  # perturbed cells would keep the flow's spread whole,
+    model.generative_config_["trajectory_spread"] = 0.0  # but cells at later times take the backtest's share
 
     def gap(bound):
         monkeypatch.setattr(_sampling, "_COUNT_SHIFT", bound)  # a shift bounded at zero is no shift

@@ -70,7 +70,8 @@ class FlowTrainingMixin(ModalityFlowMixin, SpreadMixin):
         population pair, the others a bootstrap resample of them; their disagreement is the epistemic part of
         :meth:`predict_uncertainty`, and the perturbation pairs each leaves out choose how much of the flow's per-cell
         spread sampled cells keep around the predicted mean (``model.generative_config_["spread"]``; see
-        :meth:`sample_perturbation`). The JEPA weights are not changed.
+        :meth:`sample_perturbation`; for cells at later times, :meth:`backtest_trajectory` run afterwards chooses it
+        on held-back times instead). The JEPA weights are not changed.
 
         For a model set up with :meth:`setup_mudata` the flows sample the ``target`` modality from RNA instead (see
         :meth:`sample_modality`): trained on the training cells that measured it (at most ``max_cells``, ``batch_size``
@@ -146,6 +147,14 @@ class FlowTrainingMixin(ModalityFlowMixin, SpreadMixin):
             "n_hidden": n_hidden,
             "n_layers": n_layers,
             "n_ensemble": n_ensemble,
+            "fit": {
+                "max_epochs": max_epochs,
+                "batch_size": batch_size,
+                "lr": lr,
+                "weight_decay": weight_decay,
+                "sigma": sigma,
+                "max_cells": max_cells,
+            },  # fmt: skip
         }
         steps = max(1, int(round(np.median([len(p["target"]) for p in pairs]) / batch_size))) * max_epochs
         fields, losses, members = nn.ModuleList(), [], []

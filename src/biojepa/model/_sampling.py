@@ -148,7 +148,9 @@ class SamplingMixin:
         predicted latent at the requested time (:meth:`predict_trajectory` from the group's observations, with the
         share of its change that :meth:`backtest_trajectory` chose), and expression is decoded as in
         :meth:`sample_perturbation`: centred so that the cells' mean change is the point prediction (each chain's
-        change from its anchor, averaged), with the share of the flow's per-cell departure in
+        change from its anchor, averaged), with the share of the flow's per-cell departure that
+        :meth:`backtest_trajectory`, run after :meth:`train_generative`, chose on held-back later times
+        (``model.generative_config_["trajectory_spread"]``), or else the out-of-bag share of
         ``model.generative_config_["spread"]``.
 
         Parameters
@@ -284,7 +286,10 @@ class SamplingMixin:
 
         offset, spread = state.get("offset", 0.0), 1.0
         if centre and "d_log" in state:  # centre the cells on the point prediction: the flow gives their spread
-            spread = float(getattr(self, "generative_config_", {}).get("spread", 1.0))
+            config = getattr(self, "generative_config_", {})
+            spread = float(config.get("spread", 1.0))
+            if "time" in state:  # cells at later times: the share the backtest chose, where it ran
+                spread = float(config.get("trajectory_spread", spread))
             reference = np.sort(rng.choice(len(control), min(len(control), _CENTRING_CELLS), replace=False))
             z0, z1 = carry(reference)
             offset = offset + state["d_log"] - spread * self._head_change(z0, z1).mean(0)

@@ -12,12 +12,17 @@ through it ``sample_trajectory`` and the trajectory intervals) uses from then on
 from __future__ import annotations
 
 import copy
+import logging
 
 import numpy as np
 import pandas as pd
 import torch
 from scvi.model._utils import get_max_epochs_heuristic
 from scvi.model.base._save_load import _initialize_model
+
+from ._spread import SPREADS
+
+logger = logging.getLogger(__name__)
 
 #: Shares of the predicted change scored by the backtest.
 CHANGE_SCALES = np.round(np.linspace(0.0, 1.0, 21), 2)
@@ -39,6 +44,14 @@ class TrajectoryBacktestMixin:
         from then on (0 carries the latest observation forward; 1 is the prediction as trained). The copy trains
         as long as this model did, unless ``max_epochs`` says otherwise, and draws from the global random state as
         :meth:`train` does (set ``scvi.settings.seed`` first for a reproducible share).
+
+        Called after :meth:`train_generative` on a population time course (no ``sample_key``), the backtest also
+        chooses how much of the flow's per-cell spread cells sampled at later times keep: the copy, predicting with
+        the chosen share, trains one flow with this model's generative settings, samples the held-back times with
+        :meth:`sample_trajectory` keeping each share in 0, 0.25, ..., 1 of its spread, and the share whose cells are
+        closest to the held-back cells (energy distance on log expression) is stored as
+        ``model.generative_config_["trajectory_spread"]``, which :meth:`sample_trajectory` uses instead of the
+        out-of-bag ``"spread"`` (chosen inside the training span). A later :meth:`train_generative` drops it.
 
         Parameters
         ----------
@@ -86,9 +99,33 @@ class TrajectoryBacktestMixin:
         errors = backtest._backtest_errors(self.adata, ~held, held, time_key, args.get("sample_key"), seed)
         best = int(np.argmin(errors))
         self.trajectory_change_scale_ = float(CHANGE_SCALES[best])
+        config = getattr(self, "generative_config_", None)
+        if config and "fit" in config and not args.get("sample_key"):  # the spread of extrapolated cells too
+            self._backtest_generative(backtest, held, time_key, seed)
         return pd.DataFrame({"change_scale": CHANGE_SCALES, "mse": errors, "chosen": np.arange(errors.size) == best})
 
     # ------------------------------------------------------------------ helpers
+    def _backtest_generative(self, backtest, held: np.ndarray, time_key: str, seed: int) -> None:
+        """Store the share of the flow's spread whose cells, sampled by ``backtest``, best match the held-back ones.
+
+        ``backtest`` (the copy trained without the held-back rows) keeps this model's chosen change share and trains
+        one flow with this model's generative settings; see :mod:`biojepa.model._spread`.
+        """
+        backtest.trajectory_change_scale_ = self.trajectory_change_scale_
+        config = self.generative_config_
+        backtest.train_generative(
+            n_ensemble=1, n_hidden=config["n_hidden"], n_layers=config["n_layers"], seed=seed, **config["fit"]
+        )
+        distances = backtest._backtest_spread(self.adata, ~held, held, time_key, seed)
+        config["trajectory_spread"] = float(SPREADS[int(np.argmin(distances))])
+        logger.info(
+            "Backtest: cells sampled at later times keep %.2f of the flow's per-cell spread (energy distance %s for "
+            "shares %s).",
+            config["trajectory_spread"],
+            np.round(distances, 4).tolist(),
+            list(SPREADS),
+        )
+
     def _held_back(self, time_key: str, sample_key: str | None) -> np.ndarray:
         """Training rows held back: each sequence's latest third, or each population's latest time."""
         obs = self.adata.obs
