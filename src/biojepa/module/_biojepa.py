@@ -14,7 +14,6 @@ from ..masks import ModuleMaskSampler
 from ..nn import (
     CellEncoder,
     ConditionEmbedding,
-    CountReadout,
     ExpressionHead,
     GeneTokenizer,
     Predictor,
@@ -26,10 +25,11 @@ from ..nn import (
     vicreg_variance,
 )
 from ._modalities import ModalityMixin
+from ._readout import ReadoutMixin
 from ._tasks import TaskSamplesMixin
 
 
-class BioJEPAModule(ModalityMixin, TaskSamplesMixin, BaseModuleClass):
+class BioJEPAModule(ModalityMixin, ReadoutMixin, TaskSamplesMixin, BaseModuleClass):
     """JEPA over gene-module tokens.
 
     ``inference`` runs the encoders: the EMA target encoder on every module (no gradient) and the
@@ -206,26 +206,10 @@ class BioJEPAModule(ModalityMixin, TaskSamplesMixin, BaseModuleClass):
         self.mask_sampler = ModuleMaskSampler(tokenizer.n_modules, mask_ratio, mask_blocks)
         if not 0.0 <= gene_dropout < 1.0:
             raise ValueError(f"`gene_dropout` must be in [0, 1), got {gene_dropout}.")
-        if readout_weight < 0:
-            raise ValueError(f"`readout_weight` must be >= 0, got {readout_weight}.")
         self.gene_dropout = gene_dropout
-        self.readout_weight = readout_weight
-        if readout_likelihood not in ("mse", "mse_log", "nb"):
-            raise ValueError(f"`readout_likelihood` must be 'mse', 'mse_log' or 'nb', got {readout_likelihood!r}.")
-        if readout_likelihood == "nb" and (input_scale != INPUT_SCALES.COUNTS or modalities is not None):
-            raise ValueError(
-                "`readout_likelihood='nb'` reads raw counts: set up RNA-only data with counts "
-                f"(input_scale 'counts', got {input_scale!r}{', with other modalities' if modalities else ''}), "
-                "or use readout_likelihood='mse'."
-            )
-        if readout_genes is not None and readout_genes < 1:
-            raise ValueError(f"`readout_genes` must be a positive number of genes or None, got {readout_genes}.")
-        self.readout_genes = None if readout_genes is None or readout_genes >= n_input else int(readout_genes)
-        self.readout = None
-        if readout_weight > 0:
-            head = CountReadout if readout_likelihood == "nb" else ExpressionHead
-            self.readout = head(n_latent, n_input)
-        self.readout_likelihood = readout_likelihood
+        self._init_readout(
+            n_latent, n_input, input_scale, readout_weight, readout_likelihood, readout_genes, modalities is not None
+        )
         self.context_encoder = CellEncoder(tokenizer, n_latent, n_layers, n_heads, mlp_ratio, dropout, pooling)
         self.target_encoder = make_target(self.context_encoder)
         self.predictor = Predictor(
@@ -430,14 +414,6 @@ class BioJEPAModule(ModalityMixin, TaskSamplesMixin, BaseModuleClass):
             out[MODULE_KEYS.MODALITY_PRED] = {k: head(target_z.detach()) for k, head in self.modality_heads.items()}
         return out
 
-    @property
-    def readout_gene_weight(self) -> torch.Tensor:
-        """Per-gene weight of the squared-error readout: the variance over its mean (``"mse_log"``), else 1."""
-        variance = self.gene_std.pow(2)
-        if self.readout_likelihood != "mse_log":
-            return torch.ones_like(variance)
-        return variance / variance.mean().clamp(min=1e-12)
-
     def loss(self, tensors, inference_outputs, generative_outputs) -> LossOutput:
         """JEPA regression (mean squared error per token element) + VICReg variance/covariance on ``z``."""
         z = inference_outputs[MODULE_KEYS.Z]
@@ -458,24 +434,8 @@ class BioJEPAModule(ModalityMixin, TaskSamplesMixin, BaseModuleClass):
             loss = loss + self.cross_modal_weight * mod["cross"] + self.modality_weight * mod["heads"]
             extra[LOSS_KEYS.CROSS_MODAL] = mod["cross"].detach()
             extra[LOSS_KEYS.MODALITY] = mod["heads"].detach()
-        if MODULE_KEYS.READOUT_PRED in generative_outputs:
-            x_norm = inference_outputs[MODULE_KEYS.X_NORM]
-            seen = torch.ones_like(x_norm)
-            if MODULE_KEYS.PRESENT in inference_outputs:  # a modality a cell lacks is not read out
-                sizes = torch.tensor([m.n_features for m in self.modalities], device=x_norm.device)
-                seen = inference_outputs[MODULE_KEYS.PRESENT].repeat_interleave(sizes, dim=1).to(x_norm.dtype)
-            err = (generative_outputs[MODULE_KEYS.READOUT_PRED] - x_norm).pow(2) * self.readout_gene_weight
-            readout = (err * seen).sum() / seen.sum().clamp(min=1)
-            loss = loss + self.readout_weight * readout
-            extra[LOSS_KEYS.READOUT] = readout.detach()
-        if isinstance(self.readout, CountReadout):  # with gradient: the likelihood shapes the latent
-            size_factor = tensors.get(REGISTRY_KEYS.SIZE_FACTOR_KEY)
-            library = None if size_factor is None else size_factor.view(-1, 1).float()
-            counts = tensors[REGISTRY_KEYS.X_KEY].float()
-            genes = None
-            if self.readout_genes is not None:  # a fresh random subset of genes at each step
-                genes = torch.randperm(counts.shape[1], device=counts.device)[: self.readout_genes]
-            readout = self.readout.nll(z, counts, library, genes)
+        readout = self.readout_loss(tensors, inference_outputs, generative_outputs, z)
+        if readout is not None:  # with gradient: the readout shapes the latent
             loss = loss + self.readout_weight * readout
             extra[LOSS_KEYS.READOUT] = readout.detach()
         if MODULE_KEYS.EXPR_PRED in generative_outputs:
