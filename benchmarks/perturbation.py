@@ -175,6 +175,27 @@ def norman_double_loo(seed: int, epochs: int) -> tuple[list[pd.DataFrame], dict]
     return results, preds
 
 
+def _norman_designs(full: bool = False) -> dict:
+    """Per held-out Norman double: its singles' observed changes ``(G, 2)`` (Norman's first member first) and
+    Norman's (c_first, c_second); with ``full``, also its name in Norman's tables and its observed change."""
+    devel = bj.datasets.perturbench_devel()
+    gi = bj.datasets.norman2019_gi_tables()["regr_fits_final"]
+    obs = devel[devel.obs["dataset"] == "norman19"]
+    X = np.asarray(obs.X.todense()) if hasattr(obs.X, "todense") else np.asarray(obs.X)
+    means = {c: X[(obs.obs[KEY] == c).to_numpy()].mean(0) for c in obs.obs[KEY].unique()}
+    ctrl = means[CONTROL]
+    out = {}
+    for double in NORMAN_DOUBLES:
+        a, b = sorted(double.split("+"))
+        name = f"{a}_{b}" if f"{a}_{b}" in gi.index else f"{b}_{a}"
+        first, second = name.split("_")
+        design = np.stack([means[first] - ctrl, means[second] - ctrl], 1)
+        norman = (float(gi.loc[name, "coef_first"]), float(gi.loc[name, "coef_second"]))
+        observed = means.get(double, means.get(f"{b}+{a}")) - ctrl
+        out[double] = (design, norman, name, observed) if full else (design, norman)
+    return out
+
+
 def gi_agreement(preds_by_seed: list[dict]) -> pd.DataFrame:
     """Interaction coefficients of the held-out Norman doubles: Norman's fit vs fits of observed/predicted deltas.
 
@@ -183,19 +204,9 @@ def gi_agreement(preds_by_seed: list[dict]) -> pd.DataFrame:
     ``c_a = c_b = 1``. Also the Pearson correlation, over the top-20 DE genes of the double, of the predicted
     interaction (prediction − additive) with the observed interaction (observed − additive).
     """
-    full = bj.datasets.perturbench_devel()
     gi = bj.datasets.norman2019_gi_tables()["regr_fits_final"]
-    obs = full[full.obs["dataset"] == "norman19"]
-    X = np.asarray(obs.X.todense()) if hasattr(obs.X, "todense") else np.asarray(obs.X)
-    means = {c: X[(obs.obs[KEY] == c).to_numpy()].mean(0) for c in obs.obs[KEY].unique()}
-    ctrl = means[CONTROL]
     rows = []
-    for double in NORMAN_DOUBLES:
-        a, b = sorted(double.split("+"))
-        name = f"{a}_{b}" if f"{a}_{b}" in gi.index else f"{b}_{a}"
-        first, second = name.split("_")
-        design = np.stack([means[first] - ctrl, means[second] - ctrl], 1)
-        observed = means.get(double, means.get(f"{b}+{a}")) - ctrl
+    for double, (design, _, name, observed) in _norman_designs(full=True).items():
         de = np.argsort(-np.abs(observed))[:20]
         row = {
             "double": double,
@@ -230,6 +241,46 @@ def gi_agreement(preds_by_seed: list[dict]) -> pd.DataFrame:
                 )
         rows.append(row)
     return pd.DataFrame(rows).set_index("double")
+
+
+def gi_per_seed(preds_by_seed: list[dict], seeds: list[int]) -> pd.DataFrame:
+    """Per seed, held-out Norman double and method: the fitted (c_first, c_second), their distance to Norman's, and
+    the call next to Norman's and to the devel data's own (the fit of ``gi_agreement``, one seed at a time)."""
+    table = gi_agreement([])  # Norman's and the observed fits, with no method
+    designs = _norman_designs()
+    rows = []
+    for seed, preds in zip(seeds, preds_by_seed, strict=True):
+        for double, (design, norman) in designs.items():
+            for method in ("BioJEPA", "Additive", "Linear"):
+                pred = preds.get((method, double, "k562"))
+                if pred is None:
+                    continue
+                fit = fit_interaction(np.asarray(pred.layers["delta"])[0], design[:, 0], design[:, 1])
+                rows.append({
+                    "seed": seed, "double": double, "method": method, "c_first": fit.c_a, "c_second": fit.c_b,
+                    "distance to Norman": np.hypot(fit.c_a - norman[0], fit.c_b - norman[1]),
+                    "distance of (1, 1)": np.hypot(1 - norman[0], 1 - norman[1]),
+                    "call": call_interaction(fit), "Norman call": table.loc[double, "Norman call"],
+                    "observed call": table.loc[double, "observed call"],
+                })  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+def summarize_gi(rows: pd.DataFrame) -> pd.DataFrame:
+    """Per method, mean ± sd over seeds of: the distance of its (c_first, c_second) to Norman's, the share of
+    doubles where it is closer than additive's (1, 1), and the shares of calls agreeing with Norman's and with the
+    devel data's."""
+    rows = rows.assign(
+        closer=rows["distance to Norman"] < rows["distance of (1, 1)"] - 1e-6,  # additive: (1, 1) to float32 rounding
+        agrees_norman=rows["call"] == rows["Norman call"],
+        agrees_observed=rows["call"] == rows["observed call"],
+    )
+    cols = ["distance to Norman", "closer", "agrees_norman", "agrees_observed"]
+    per_seed = rows.groupby(["method", "seed"])[cols].mean()
+    mean, sd = per_seed.groupby("method").mean(), per_seed.groupby("method").std()
+    out = mean.map(lambda v: f"{v:.3f}") + " ± " + sd.map(lambda v: f"{v:.3f}")
+    return out.rename(columns={"closer": "closer than (1, 1)", "agrees_norman": "call = Norman's",
+                               "agrees_observed": "call = devel data's"})  # fmt: skip
 
 
 SIM_ARGS = ["--n-doubles", "200", "--cells-per-condition", "80", "--no-clean-layer"]
@@ -413,9 +464,13 @@ def main() -> None:
         "",
         table.to_markdown(),
     ]
+    norman_gi = gi_per_seed(preds_by_seed, args.seeds) if preds_by_seed else pd.DataFrame()
     if preds_by_seed:
         lines += ["", "Interaction coefficients of the held-out Norman doubles:", "",
-                  gi_agreement(preds_by_seed).round(3).to_markdown()]  # fmt: skip
+                  gi_agreement(preds_by_seed).round(3).to_markdown(), "",
+                  "Per seed, then mean ± sd over seeds: distance of the fitted coefficients to Norman's, share of "
+                  "doubles closer than additive's (1, 1), share of calls agreeing:", "",
+                  summarize_gi(norman_gi).to_markdown()]  # fmt: skip
     if loo_preds:
         lines += ["", "Interaction coefficients, each double held out alone:", "",
                   gi_agreement(loo_preds).round(3).to_markdown()]  # fmt: skip
@@ -430,6 +485,8 @@ def main() -> None:
         results.to_csv(args.out.with_suffix(".csv"), index=False)
         if len(sim_gi):
             sim_gi.to_csv(args.out.with_name(args.out.stem + "_interactions.csv"), index=False)
+        if len(norman_gi):
+            norman_gi.to_csv(args.out.with_name(args.out.stem + "_norman_gi.csv"), index=False)
 
 
 if __name__ == "__main__":
