@@ -65,6 +65,22 @@ def _genes(label: str) -> set[str]:
 MODEL_KWARGS: dict = {}
 
 
+#: With ``--unanchored``, BioJEPA's predictions without anchoring (``anchor=False``: a seen member is its learned,
+#: decoded effect, not its observed change) are scored too, under this name.
+LEARNED = "BioJEPA (learned effects)"
+UNANCHORED = False
+
+
+class _Unanchored:
+    """A trained BioJEPA predicting with ``anchor=False``, in the baselines' calling convention."""
+
+    def __init__(self, model):
+        self.model = model
+
+    def predict_perturbation(self, labels, covariates=None, **kwargs):
+        return self.model.predict_perturbation(labels, covariates=covariates, anchor=False, **kwargs)
+
+
 def _fit_predict(train, full, requests, seed, epochs, setup_kwargs, extra=None, reference=None) -> list[pd.DataFrame]:
     """Train BioJEPA and the baselines on ``train``; score predictions of ``requests`` [(split, label, group)].
 
@@ -83,6 +99,8 @@ def _fit_predict(train, full, requests, seed, epochs, setup_kwargs, extra=None, 
     methods = {"BioJEPA": None} | {
         name: cls().fit(base_data, KEY, CONTROL, cov_keys) for name, cls in BASELINES.items()
     }
+    if UNANCHORED:
+        methods[LEARNED] = _Unanchored(model)
     out, preds = [], {}
     frame = pd.DataFrame(requests, columns=["split", "label", "group"])
     for name, method in methods.items():
@@ -92,7 +110,8 @@ def _fit_predict(train, full, requests, seed, epochs, setup_kwargs, extra=None, 
             parts = []
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                kw = {"adata": reference} if (method is None and reference is not None) else {}
+                is_model = method is None or isinstance(method, _Unanchored)
+                kw = {"adata": reference} if (is_model and reference is not None) else {}
                 try:
                     parts.append(predictor.predict_perturbation(list(reqs["label"]), covariates=covariates, **kw))
                 except ValueError:  # a gene without token/embedding: predict one by one, skip what cannot be
@@ -220,7 +239,7 @@ def gi_agreement(preds_by_seed: list[dict]) -> pd.DataFrame:
         )
         row["Norman call"] = call_interaction(norman_fit)
         row["observed call"] = call_interaction(fit_interaction(observed, design[:, 0], design[:, 1]))
-        for method in ("BioJEPA", "Additive", "Linear"):
+        for method in ("BioJEPA", LEARNED, "Additive", "Linear"):
             coefs, corr, deltas = [], [], []
             for preds in preds_by_seed:
                 pred = preds.get((method, double, "k562"))
@@ -251,7 +270,7 @@ def gi_per_seed(preds_by_seed: list[dict], seeds: list[int]) -> pd.DataFrame:
     rows = []
     for seed, preds in zip(seeds, preds_by_seed, strict=True):
         for double, (design, norman) in designs.items():
-            for method in ("BioJEPA", "Additive", "Linear"):
+            for method in ("BioJEPA", LEARNED, "Additive", "Linear"):
                 pred = preds.get((method, double, "k562"))
                 if pred is None:
                     continue
@@ -365,7 +384,7 @@ def sim_interactions(full, preds, held_doubles, interacting, seed, steady=None) 
         if steady is not None:
             genes = np.argsort(-np.max(np.abs(np.stack([da, db, dab])), 0))[:N_INTERACTION_GENES]
         truth = fit_interaction(dab[genes], da[genes], db[genes])
-        for method in ["BioJEPA", *BASELINES]:
+        for method in ["BioJEPA", LEARNED, *BASELINES]:
             pred = preds.get((method, double, "all"))
             if pred is None:
                 continue
@@ -432,8 +451,11 @@ def main() -> None:
     parser.add_argument("--model-kwargs", type=json.loads, default={}, help="e.g. '{\"n_latent\": 64}'")
     parser.add_argument("--new-line", action="store_true", help="also a McFaline line never seen in training")
     parser.add_argument("--sergio-path", type=Path, default=None, help="a screen written by simulate_screen.py")
+    parser.add_argument("--unanchored", action="store_true", help="also score BioJEPA with anchor=False")
     parser.add_argument("--out", type=Path, default=None, help="write a markdown report here")
     args = parser.parse_args()
+    global UNANCHORED
+    UNANCHORED = args.unanchored
     MODEL_KWARGS.update(args.model_kwargs)
     quiet()
     logging.getLogger("bench").setLevel(logging.INFO)
