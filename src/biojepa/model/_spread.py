@@ -86,7 +86,8 @@ class SpreadMixin:
 
         Per covariate group, the cells of every held-back time are sampled from the group's ``context`` rows of
         ``adata`` (up to 200 cells, the same draws for every share) and compared on log expression with up to 200 of
-        the held-back cells; the distances are averaged over groups and times.
+        the held-back cells; the distances are averaged over groups and times. Sets this model's own
+        ``generative_config_["spread"]`` to each share in turn (the copy's; it is discarded afterwards).
         """
         rng = np.random.default_rng([seed, 11])
         t = adata.obs[time_key].to_numpy(dtype=np.float64)
