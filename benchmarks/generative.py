@@ -190,6 +190,10 @@ def dose_split(adata: ad.AnnData, seed: int, n_test: int, n_cal: int) -> dict:
     return {"role": role, "test": [(x, None, HELD_DOSE) for x in sorted(test)]}
 
 
+#: ``--spread``: the share of the flows' per-cell spread every sampled perturbed cell keeps (``None``: the model's).
+SPREAD = None
+
+
 def fit(model, epochs: int, flow_epochs: int, seed: int, backtest: bool = False) -> tuple[float, float]:
     """Train the JEPA, then the generative head (and with ``backtest`` the time-course backtest, which then also
     chooses the spread of extrapolated cells); times in seconds, the backtest's counted with the JEPA's."""
@@ -199,11 +203,19 @@ def fit(model, epochs: int, flow_epochs: int, seed: int, backtest: bool = False)
     start = time.time()
     model.train_generative(max_epochs=flow_epochs, seed=seed)
     flow_s = time.time() - start
+    if SPREAD is not None:  # --spread: a diagnostic share of the flows' spread instead of the model's choice
+        model.generative_config_["spread"] = SPREAD
     if backtest:
         start = time.time()
         model.backtest_trajectory(seed=seed)
         jepa_s += time.time() - start
     return jepa_s, flow_s
+
+
+def even_draw(rows, n: int, rng: np.random.Generator) -> np.ndarray:
+    """``n`` of ``rows``, each once before any twice: the baselines draw their cells as the model draws its sources."""
+    order = np.concatenate([rng.permutation(len(rows)) for _ in range(-(-n // len(rows)))])[:n]
+    return np.asarray(rows)[order]
 
 
 def log_normalize(X, counts: bool) -> np.ndarray:
@@ -255,13 +267,13 @@ def perturbation_run(name: str, adata: ad.AnnData, seed: int, epochs: int, flow_
         n = len(observed)
         pred = model.predict_perturbation(label, covariates=covariates, dose=dose)
         start = time.time()
-        generated = model.sample_perturbation(label, n_cells=200, covariates=covariates, dose=dose, seed=seed)
+        generated = model.sample_perturbation(label, n_cells=n, covariates=covariates, dose=dose, seed=seed)
         sample_s += time.time() - start
         d_log = np.asarray(pred.layers["delta"][0], dtype=np.float64)
         if counts:  # the prediction's change on the log scale: log of predicted mean over log of control mean
             ctrl_mean = np.asarray(adata.X[control].mean(0)).ravel()
             d_log = np.log1p(np.asarray(pred.X[0]).ravel()) - np.log1p(ctrl_mean)
-        pick = rng.choice(control, n)
+        pick = even_draw(control, n, rng)
         if dosed:  # the nearest seen condition: the compound at its nearest training dose (log scale; ties: lower)
             seen = sorted({float(d) for d in doses[trained & (labels == label)]})
             near = seen[int(np.argmin(np.abs(np.log(seen) - np.log(float(dose)))))]
@@ -274,9 +286,9 @@ def perturbation_run(name: str, adata: ad.AnnData, seed: int, epochs: int, flow_
             nearest = emb_seen.obs[KEY].to_numpy()[np.argmin(((emb_seen.X - emb_test.X[0]) ** 2).sum(1))]
             near_rows = np.flatnonzero(trained & (labels == nearest) & (lines == line))
         candidates = {
-            "BioJEPA flow": log_normalize(generated.X, counts)[rng.permutation(generated.n_obs)[:n]],
+            "BioJEPA flow": log_normalize(generated.X, counts),
             "ShiftedControl": np.maximum(log_all[pick] + d_log, 0.0),
-            "NearestSeen": log_all[rng.choice(near_rows, n)],
+            "NearestSeen": log_all[even_draw(near_rows, n, rng)],
             "Control": log_all[pick],
         }
         name_of = label + (f" in {line}" if line is not None else "") + (f" at {dose}" if dose is not None else "")
@@ -338,7 +350,7 @@ def hsmm_run(seed: int, epochs: int, flow_epochs: int, backtest: bool = False) -
     traj = model.predict_trajectory(time_points=[72.0], seed=seed)
     last = np.flatnonzero(t == 48)
     rng = np.random.default_rng(seed)
-    pick = rng.choice(last, n)
+    pick = even_draw(last, n, rng)
     change = np.asarray(traj.X, dtype=np.float64).mean(0) - X[last].mean(0)
     candidates = {
         "BioJEPA flow": np.asarray(cells.X, dtype=np.float64),
@@ -576,7 +588,9 @@ def main() -> None:
     parser.add_argument("--hsmm-epochs", type=int, default=150, help="JEPA epochs (HSMM)")
     parser.add_argument("--eccite-epochs", type=int, default=200, help="JEPA epochs (ECCITE-seq, as multiomics.py)")
     parser.add_argument("--flow-epochs", type=int, default=200)
-    parser.add_argument("--backtest", action="store_true", help="HSMM: `backtest_trajectory` before the flows")
+    parser.add_argument("--backtest", action="store_true", help="HSMM: `backtest_trajectory` after the flows")
+    parser.add_argument("--spread", type=float, default=None,
+                        help="diagnostic: perturbed cells keep this share of the flows' spread")  # fmt: skip
     parser.add_argument("--splits", nargs="+", default=["sergio", "norman", "mcfaline", "hsmm"],
                         help="also: dose (the simulated dose screen of --dose-data), eccite (protein from RNA), "
                         "cite_sim (simulated), hsmm_intervals")  # fmt: skip
@@ -585,6 +599,8 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "generative.md")
     parser.add_argument("--figure", type=Path, default=None, help="write the reliability diagram here (PNG)")
     args = parser.parse_args()
+    global SPREAD
+    SPREAD = args.spread
     quiet()
     torch.set_num_threads(1)
     data = {"sergio": (sergio_data, True), "norman": (norman_data, False), "mcfaline": (mcfaline_data, False),

@@ -83,6 +83,17 @@ def test_sampling_is_seeded_and_streams_in_chunks(counts):
     assert not np.array_equal(a.X, c.X)
 
 
+def test_source_cells_are_drawn_evenly(counts):
+    model, train, _ = counts
+    is_control = (train.obs["condition"] == "control") & (train.obs["line"] == "L1")
+    control = set(train.obs_names[is_control.to_numpy()])
+    n = 2 * len(control) + 3  # in chunks of 7: the even draw spans the chunks
+    cells = model.sample_perturbation("g1", n_cells=n, covariates={"line": "L1"}, chunk_size=7, seed=0)
+    used = cells.obs["source_cell"].astype(str).value_counts()
+    assert set(used.index) == control  # every control cell is a source
+    assert sorted(used.value_counts().items()) == [(2, len(control) - 3), (3, 3)]  # twice each, three of them thrice
+
+
 def test_hundred_thousand_cells_stream(counts):
     model, _, _ = counts
     cells = model.sample_perturbation(
@@ -449,8 +460,7 @@ def test_generated_counts_keep_the_predicted_mean_log_expression(screen_factory,
     adata = screen_factory(counts=True, n_cells=40)
     model = _model(adata, epochs=3)
     model.train_generative(max_epochs=5, n_ensemble=1)
-    model.generative_config_["spread"] = 1.0  # perturbed cells would keep the flow's spread whole,
-    model.generative_config_["trajectory_spread"] = 0.0  # but cells at later times take the backtest's share
+    model.generative_config_["spread"] = 0.0  # every cell gets the point prediction's change
 
     def gap(bound):
         monkeypatch.setattr(_sampling, "_COUNT_SHIFT", bound)  # a shift bounded at zero is no shift

@@ -41,15 +41,15 @@ class SamplingMixin:
     ) -> AnnData:
         """Sample perturbed cells: ``n_cells`` per (perturbation, covariate group), on the input scale.
 
-        Each generated cell starts from a control cell of the group, drawn with replacement: its target latent is
-        carried by the flow (:meth:`train_generative`) conditioned on the predicted latent shift of the
-        perturbation, and its expression is the control cell's own expression moved by the expression head's change
-        along that path, centred so that the mean change of the cells is the point prediction of
-        :meth:`predict_perturbation` (anchored with ``anchor``): the flow gives how cells spread around the
-        predicted mean, not the mean itself, whose own error would otherwise add to that of the prediction. The
-        centre is measured by carrying up to 500 of the group's control cells once. Each cell keeps the share of
-        its departure from that mean chosen by :meth:`train_generative` on the populations its bootstrap flows
-        left out (``model.generative_config_["spread"]``; 0: every cell gets the predicted change).
+        Each generated cell starts from a control cell of the group, drawn evenly (every control cell once before any
+        twice, in random order): its target latent is carried by the flow (:meth:`train_generative`) conditioned on
+        the predicted latent shift of the perturbation, and its expression is the control cell's own expression
+        moved by the expression head's change along that path, centred so that the mean change of the cells is the
+        point prediction of :meth:`predict_perturbation` (anchored with ``anchor``): the flow gives how cells spread
+        around the predicted mean, not the mean itself, whose own error would otherwise add to that of the
+        prediction. The centre is measured by carrying up to 500 of the group's control cells once. Each cell keeps
+        the share of its departure from that mean chosen by :meth:`train_generative` on the populations its
+        bootstrap flows left out (``model.generative_config_["spread"]``; 0: every cell gets the predicted change).
         Log-normalized input gives log-normalized cells; count input gives counts, by binomial thinning of the
         control cell's counts where expression falls and added Poisson counts where it rises, so that count noise
         stays that of real cells :cite:p:`gerard2020thinning`. Counts drawn around an expected count have a lower
@@ -143,7 +143,8 @@ class SamplingMixin:
     ) -> AnnData:
         """Sample cells at later times: ``n_cells`` per covariate group and requested time.
 
-        The source population of a covariate group is its cells at their latest observed time (among ``indices``);
+        The source population of a covariate group is its cells at their latest observed time (among ``indices``),
+        drawn evenly as in :meth:`sample_perturbation`;
         the flows carry their latents conditioned on the shift from that population's mean latent to the mean
         predicted latent at the requested time (:meth:`predict_trajectory` from the group's observations, with the
         share of its change that :meth:`backtest_trajectory` chose), and expression is decoded as in
@@ -295,8 +296,9 @@ class SamplingMixin:
             offset = offset + state["d_log"] - spread * self._head_change(z0, z1).mean(0)
             if self.input_scale == INPUT_SCALES.COUNTS:
                 offset = offset + self._count_correction(adata, control[reference], z0, z1, rng, offset, spread)
+        draw = _even_draw(len(control), n_cells, rng)
         for start in range(0, n_cells, chunk_size):
-            pick = np.sort(rng.integers(0, len(control), min(chunk_size, n_cells - start)))  # rows read in order
+            pick = np.sort(draw[start : start + chunk_size])  # rows read in order
             z0, z1 = carry(pick)
             cells = self._decode_cells(adata, control[pick], z0, z1, rng, offset, spread)
             order = rng.permutation(len(pick))  # cells in random order: any first k of them are a random draw
@@ -382,6 +384,15 @@ def _draw_counts(moved: np.ndarray, raw: np.ndarray, lib: np.ndarray, rng: np.ra
     thinned = rng.binomial(counts.astype(np.int64), np.clip(keep, 0.0, 1.0))
     added = rng.poisson(np.where(down, 0.0, mean - counts))
     return (thinned + added).astype(np.float32)
+
+
+def _even_draw(n_source: int, n: int, rng: np.random.Generator) -> np.ndarray:
+    """``n`` source rows, each of the ``n_source`` used once before any is used twice (random orders, repeated).
+
+    Drawing with replacement would repeat some source cells and leave others out even when there are enough: a
+    generated population with duplicated cells is less diverse than the cells it stands for.
+    """
+    return np.concatenate([rng.permutation(n_source) for _ in range(-(-n // n_source))])[:n]
 
 
 def _check_count(value, name: str) -> None:
