@@ -154,7 +154,7 @@ class FlowTrainingMixin(ModalityFlowMixin, SpreadMixin):
                 "weight_decay": weight_decay,
                 "sigma": sigma,
                 "max_cells": max_cells,
-            },  # fmt: skip
+            },
         }
         steps = max(1, int(round(np.median([len(p["target"]) for p in pairs]) / batch_size))) * max_epochs
         fields, losses, members = nn.ModuleList(), [], []
