@@ -50,7 +50,9 @@ perturbations, between ``obs["uncertainty"]`` and the actual error (root mean sq
 observed mean), next to that of the size of the predicted change (``|delta|``) as a reference score.
 
 Run ``python benchmarks/generative.py --seeds 0 1 2 --out benchmarks/results/generative.md``; the modality splits:
-``--splits eccite cite_sim --out benchmarks/results/generative_modality.md``.
+``--splits eccite cite_sim --out benchmarks/results/generative_modality.md``. Diagnostics: ``--spread S`` makes
+sampled perturbed cells keep share ``S`` of the flows' per-cell spread instead of the model's choice;
+``--spread-curve 0 0.5 1`` adds rows ``BioJEPA flow (spread s)`` sampled at each share next to the model's own.
 """
 
 from __future__ import annotations
@@ -192,6 +194,8 @@ def dose_split(adata: ad.AnnData, seed: int, n_test: int, n_cal: int) -> dict:
 
 #: ``--spread``: the share of the flows' per-cell spread every sampled perturbed cell keeps (``None``: the model's).
 SPREAD = None
+#: ``--spread-curve``: shares sampled as extra rows ``BioJEPA flow (spread s)`` next to the model's own choice.
+SPREAD_CURVE: tuple[float, ...] = ()
 
 
 def fit(model, epochs: int, flow_epochs: int, seed: int, backtest: bool = False) -> tuple[float, float]:
@@ -285,8 +289,15 @@ def perturbation_run(name: str, adata: ad.AnnData, seed: int, epochs: int, flow_
             emb_test = model.get_perturbation_embedding(label, covariates=covariates)
             nearest = emb_seen.obs[KEY].to_numpy()[np.argmin(((emb_seen.X - emb_test.X[0]) ** 2).sum(1))]
             near_rows = np.flatnonzero(trained & (labels == nearest) & (lines == line))
+        curve = {}
+        for share in SPREAD_CURVE:  # diagnostic: the same prediction with another share of the flows' spread
+            chosen, model.generative_config_["spread"] = model.generative_config_["spread"], share
+            at = model.sample_perturbation(label, n_cells=n, covariates=covariates, dose=dose, seed=seed)
+            curve[f"BioJEPA flow (spread {share:g})"] = log_normalize(at.X, counts)
+            model.generative_config_["spread"] = chosen
         candidates = {
             "BioJEPA flow": log_normalize(generated.X, counts),
+            **curve,
             "ShiftedControl": np.maximum(log_all[pick] + d_log, 0.0),
             "NearestSeen": log_all[even_draw(near_rows, n, rng)],
             "Control": log_all[pick],
@@ -591,6 +602,8 @@ def main() -> None:
     parser.add_argument("--backtest", action="store_true", help="HSMM: `backtest_trajectory` after the flows")
     parser.add_argument("--spread", type=float, default=None,
                         help="diagnostic: perturbed cells keep this share of the flows' spread")  # fmt: skip
+    parser.add_argument("--spread-curve", type=float, nargs="+", default=(),
+                        help="diagnostic: also sample perturbed cells at each of these shares")  # fmt: skip
     parser.add_argument("--splits", nargs="+", default=["sergio", "norman", "mcfaline", "hsmm"],
                         help="also: dose (the simulated dose screen of --dose-data), eccite (protein from RNA), "
                         "cite_sim (simulated), hsmm_intervals")  # fmt: skip
@@ -599,8 +612,8 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "generative.md")
     parser.add_argument("--figure", type=Path, default=None, help="write the reliability diagram here (PNG)")
     args = parser.parse_args()
-    global SPREAD
-    SPREAD = args.spread
+    global SPREAD, SPREAD_CURVE
+    SPREAD, SPREAD_CURVE = args.spread, tuple(args.spread_curve)
     quiet()
     torch.set_num_threads(1)
     data = {"sergio": (sergio_data, True), "norman": (norman_data, False), "mcfaline": (mcfaline_data, False),

@@ -306,6 +306,25 @@ def test_cross_line_transfer_is_chosen_on_singles_held_out_in_one_line(tmp_path)
     assert torch.equal(loaded.module.context_transfer, module.context_transfer)
 
 
+def test_cells_sampled_in_a_line_that_never_saw_the_gene_are_centred_on_its_prediction():
+    lines = ["L1", "L2", "L3"]
+    singles = {line: [f"g{i}" for i in range(6)] for line in lines}
+    singles["L3"] = singles["L3"][:-1]  # g5 is asked for in L3, seen in L1 and L2
+    adata = _lines_screen(lines, singles)
+    model = _train(adata)
+    model.module.context_transfer.copy_(torch.tensor([0.0, 1.0]))  # g5's own block carries over from L1 and L2
+    model.train_generative(max_epochs=2, n_ensemble=1)
+    model.generative_config_["spread"] = 0.0  # every cell gets the point prediction's change
+    pred = model.predict_perturbation("g5", covariates={"line": "L3"}).layers["delta"][0]
+    assert pred[23:26].mean() > 0.5  # the transferred own block
+    cells = model.sample_perturbation("g5", n_cells=50, covariates={"line": "L3"}, seed=0)
+    source = np.asarray(adata[cells.obs["source_cell"].astype(str).to_numpy()].X)
+    moved = np.asarray(cells.X) - source
+    raised = pred > 0.3  # genes moved up: no generated cell is floored at zero there
+    assert raised[23:26].all()
+    np.testing.assert_allclose(moved[:, raised], np.broadcast_to(pred[raised], moved[:, raised].shape), atol=1e-4)
+
+
 def test_transfer_shares_are_kept_only_where_they_predict_left_out_pairs():
     from scipy.optimize import lsq_linear
 

@@ -110,12 +110,12 @@ class SamplingMixin:
         self._flows()
         setup = self._setup()
         parsed = self._parse_requests(perturbations, dose)
-        adata, groups, _ = self._reference(adata, covariates)
+        adata, groups, every = self._reference(adata, covariates)
         rng = np.random.default_rng(seed)
         parts, obs, latents = [], [], []
         member = None if ensemble else 0
         dose_column = [setup.dose_key] if setup.dose_key else []
-        for state in self._perturbation_states(adata, groups, parsed, perturbation_type, anchor):
+        for state in self._perturbation_states(adata, groups, parsed, perturbation_type, anchor, every):
             for rows, z, X in self._generate(adata, state, n_cells, rng, n_steps, chunk_size, member):
                 parts.append(self._stored(X)), latents.append(z)
                 p = state["perturbation"]
@@ -242,17 +242,20 @@ class SamplingMixin:
                 yield {"values": values, "rows": rows[group_rows], "time": float(tt), "enc": enc, "enc_rows": rows,
                        "control": source, "z_control": z_source, "condition": condition, "d_log": d_log}  # fmt: skip
 
-    def _perturbation_states(self, adata, groups, parsed, perturbation_type, anchor: bool = True) -> Iterator[dict]:
+    def _perturbation_states(
+        self, adata, groups, parsed, perturbation_type, anchor: bool = True, every=None
+    ) -> Iterator[dict]:
         """Per (covariate group, perturbation): control rows, their latents, the flow condition and the offset.
 
         ``d_log`` is the decoded mean change without anchoring; the offset is what anchoring adds to it in
-        :meth:`predict_perturbation` (each member gene observed alone corrected to its observed change).
+        :meth:`predict_perturbation` (each member gene observed alone corrected to its observed change, and, with
+        ``every`` covariate group of the reference, the change a gene observed in other groups carries over).
         :meth:`_generate` centres the generated cells on their sum, the point prediction.
         """
         results = self._compose(adata, groups, parsed, perturbation_type, 500, 0, anchor=False)
         offsets = [0.0] * len(results)
         if anchor:
-            anchored = self._compose(adata, groups, parsed, perturbation_type, 500, 0, anchor=True)
+            anchored = self._compose(adata, groups, parsed, perturbation_type, 500, 0, anchor=True, every=every)
             offsets = [a["d_log"] - r["d_log"] for a, r in zip(anchored, results, strict=True)]
         latents: dict[tuple, np.ndarray] = {}
         for r, offset in zip(results, offsets, strict=True):

@@ -219,13 +219,13 @@ class UncertaintyMixin:
             raise ValueError(f"`n_samples` must be an integer of at least 2, got {n_samples!r}.")
         pred = self.predict_perturbation(perturbations, covariates, adata, seed=seed, **predict_kwargs)
         parsed = self._parse_requests(perturbations, predict_kwargs.get("dose"))
-        ref, groups, _ = self._reference(adata, covariates)
+        ref, groups, every = self._reference(adata, covariates)
         rng = np.random.default_rng(seed)
         spread = np.zeros(pred.shape)
         cell_var = np.zeros(pred.shape)
         control_noise: dict[tuple, np.ndarray] = {}
         anchor = predict_kwargs.get("anchor", True)
-        states = self._perturbation_states(ref, groups, parsed, predict_kwargs.get("perturbation_type"), anchor)
+        states = self._perturbation_states(ref, groups, parsed, predict_kwargs.get("perturbation_type"), anchor, every)
         for i, state in enumerate(states):  # same order as predict_perturbation's rows
             center = np.asarray(pred.X[i], dtype=np.float64)
             values = state["group"].values
