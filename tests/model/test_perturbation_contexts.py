@@ -215,6 +215,23 @@ def test_gene_seen_in_other_lines_takes_this_lines_shared_response():
     assert observed["pearson_delta"].iloc[0] > 0.9
 
 
+def test_line_given_at_prediction_starts_from_what_the_trained_lines_observed():
+    lines = ["L1", "L2", "L3"]
+    full = _lines_screen(lines, {line: [f"g{i}" for i in range(6)] for line in lines})
+    in_l3 = (full.obs["line"] == "L3").to_numpy()
+    model = _train(full[~in_l3].copy())
+    controls = full[in_l3 & (full.obs["condition"] == "control").to_numpy()].copy()
+    pred = model.predict_perturbation(["g4", "g5"], adata=controls)
+    delta = np.asarray(pred.layers["delta"])
+    for row, gene in enumerate((4, 5)):  # each gene's own block, observed in L1 and L2, carries over to L3
+        assert delta[row, 8 + 3 * gene : 11 + 3 * gene].mean() > 0.5
+    model.train_generative(max_epochs=2, n_ensemble=1)
+    model.generative_config_["spread"] = 0.0  # every cell gets the point prediction's change
+    cells = model.sample_perturbation("g5", n_cells=30, adata=controls, seed=0)  # sampled cells start there too
+    moved = np.asarray(cells.X) - np.asarray(controls[cells.obs["source_cell"].astype(str).to_numpy()].X)
+    np.testing.assert_allclose(moved[:, 23:26].mean(0), delta[1, 23:26], atol=1e-4)
+
+
 def test_untrained_token_at_zero_novelty_predicts_the_trained_singles_mean_change():
     adata = _lines_screen(["L1"], {"L1": [f"g{i}" for i in range(8)]})
     scvi.settings.seed = 0

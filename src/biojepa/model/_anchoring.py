@@ -338,10 +338,25 @@ class AnchoringMixin(ContextTransferMixin):
                 st = state(other)
                 if not _same_type(st["ptype"], ptype):
                     continue  # e.g. a CRISPRi knockdown's residual says nothing about a CRISPRa activation
-                out.append((self._residual(adata, st, gene), self._typical_residual(adata, st, None)))
+                out.append((self._residual(st["adata"], st, gene), self._typical_residual(st["adata"], st, None)))
             except ValueError:  # e.g. a group whose perturbation type is ambiguous: not used
                 continue
         return out
+
+    def _shared_elsewhere(self, own: dict, every: list[CovariateGroup], state) -> np.ndarray | None:
+        """Mean over the other groups of type ``own["ptype"]`` of their singles' mean observed change (``m_G``)."""
+        shared = []
+        for other in every:
+            if not other.singles or other.values == own["group"].values:
+                continue
+            try:
+                st = state(other)
+            except ValueError:  # e.g. a group whose perturbation type is ambiguous: not used
+                continue
+            if _same_type(st["ptype"], own["ptype"]):
+                changes = [self._single(st["adata"], st, g).change for g in sorted(other.singles)]
+                shared.append(np.mean(changes, axis=0))
+        return np.mean(shared, axis=0) if shared else None
 
     def _anchor(
         self,
@@ -368,11 +383,15 @@ class AnchoringMixin(ContextTransferMixin):
             found = (self._denoised_residual if combined else self._dosed_residual)(adata, own, gene, dose)
             if found is not None:
                 return found
-        # Only where the group measured its own shared response is the gene's own part weighed against it; in a
-        # context never seen with perturbations, the other groups' whole residual is the best guess.
-        if dose is None and self._measures_shared(own):  # else the whole residual of the other groups, below
+        # The gene's own part weighed against the group's shared response: measured in the group where it observed
+        # trained singles; in a context never seen with perturbations, the other groups' shared responses averaged
+        # (their whole residual instead, the TrainMean baseline's change plus every other line's own response, was
+        # further from the held-out line; docs/benchmarks.md, "A new line").
+        if dose is None:  # else the whole residual of the other groups, below
             chosen = self._context_transfer()  # (kappa, beta) chosen on held-out pairs; None: none were held out
-            if chosen is not None and (terms := self._transfer_terms(adata, own, gene, every, state)) is not None:
+            measured = self._measures_shared(own)
+            terms = None if chosen is None else self._transfer_terms(adata, own, gene, every, state, measured)
+            if terms is not None:
                 kappa, beta = chosen
                 estimate = terms["shared"] + kappa * terms["deviation"] + beta * terms["own_part"]
                 return estimate - terms["decoded"]
@@ -380,12 +399,13 @@ class AnchoringMixin(ContextTransferMixin):
         for other in every:
             if gene in other.singles and other.values != group.values:
                 try:
-                    if not _same_type(state(other)["ptype"], own["ptype"]):
+                    st = state(other)  # read in its own data: the training data where `adata` is another context's
+                    if not _same_type(st["ptype"], own["ptype"]):
                         continue  # e.g. a CRISPRi knockdown's residual says nothing about a CRISPRa activation
                     if dose is None:
-                        others.append(self._residual(adata, state(other), gene))
+                        others.append(self._residual(st["adata"], st, gene))
                     else:
-                        found = self._dosed_residual(adata, state(other), gene, dose)
+                        found = self._dosed_residual(st["adata"], st, gene, dose)
                         if found is not None:
                             others.append(found)
                 except ValueError:  # e.g. a group whose perturbation type is ambiguous: not used

@@ -102,14 +102,17 @@ class CompositionMixin(AnchoringMixin, ReferenceMixin):
         return ((head(z_ctrl + shift).mean(0) - head(z_ctrl).mean(0)).double() * std).cpu().numpy()
 
     def _state(self, adata: AnnData, group: CovariateGroup, perturbation_type, n_control_cells: int, seed: int) -> dict:
-        """A group's control profile, context vector and perturbation-type code."""
+        """A group's control profile, context vector and perturbation-type code, and the data its rows index."""
         prof = self._profile(adata, group, n_control_cells, seed)
         z0 = torch.as_tensor(prof["z0"][None], device=self.device)
         with torch.inference_mode():
             context = self.module.perturbation_context(z0, **self._group_tensors(adata, group))
         ptype = self._type_code(group, perturbation_type)
         z_ctrl = torch.as_tensor(prof["z_ctrl"], device=self.device)
-        return {**prof, "group": group, "context": context, "ptype": ptype, "z_ctrl_t": z_ctrl, "residuals": {}}
+        return {
+            **prof, "group": group, "context": context, "ptype": ptype, "z_ctrl_t": z_ctrl, "residuals": {},
+            "adata": adata,
+        }  # fmt: skip
 
     def _compose(
         self,
@@ -133,6 +136,9 @@ class CompositionMixin(AnchoringMixin, ReferenceMixin):
         what the model adds (the interaction and the decoder's non-additivity), a dose gets the single's residual
         fitted along the learned dose-response (between measured doses, blended with their log-dose interpolation
         by a weight chosen on left-out doses), and an untrained token gets the residual its trained peers share.
+        ``every``: the covariate groups whose observed changes anchor members not observed in their own group;
+        with an ``adata`` other than the training data, the training groups of the other contexts join them (so a
+        context given only at prediction time starts from what the trained contexts observed).
         ``observed``: a perturbation observed in the group returns its observed mean change. ``features``: rows
         for members the model's own feature table lacks (a screened library). ``peers``: tokens known from their
         features also get the features prior of their most similar trained singles (screening).
@@ -143,10 +149,16 @@ class CompositionMixin(AnchoringMixin, ReferenceMixin):
         dosed = self.module.condition_dose is not None
         lookup = {g: i for i, g in enumerate(self._setup().vocabulary)}
         states: dict[tuple, dict] = {}
+        elsewhere: set[tuple] = set()  # groups of the training data, read there, beside those of a given `adata`
+        if every is not None and adata is not self.adata:
+            given = {g.values for g in every}
+            other = [g for g in self._reference(None, None)[2] if g.values not in given]
+            every, elsewhere = [*every, *other], {g.values for g in other}
 
         def state(group):
             if group.values not in states:
-                states[group.values] = self._state(adata, group, perturbation_type, n_control_cells, seed)
+                data = self.adata if group.values in elsewhere else adata
+                states[group.values] = self._state(data, group, perturbation_type, n_control_cells, seed)
             return states[group.values]
 
         out = []

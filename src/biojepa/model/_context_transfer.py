@@ -96,20 +96,30 @@ class ContextTransferMixin:
             cache[gene] = decoded, decoded - mean
         return cache[gene]
 
-    def _transfer_terms(self, adata, own: dict, gene: str, every: list[CovariateGroup], state) -> dict | None:
+    def _transfer_terms(
+        self, adata, own: dict, gene: str, every: list[CovariateGroup], state, measured: bool = True
+    ) -> dict | None:
         """``m_G``, ``D``, ``O`` and ``decode(e_gene)`` of a single in the group of ``own`` (module docstring).
 
-        ``None`` where the group observed no single or the gene was observed alone in no other group.
+        ``measured``: ``m_G`` is the mean change of the singles the group observed; else (a group that measured no
+        shared response of its own, e.g. a cell line given only at prediction time) the other groups' ``m_G``,
+        averaged. ``None`` where that is missing or the gene was observed alone in no other group.
         """
         rest = self._elsewhere(adata, gene, own["group"].values, own["ptype"], every, state)
-        if not own["group"].singles or not rest:
+        if not rest:
             return None
-        if "shared_change" not in own:  # every single the group observed, trained or held out: measured there
-            changes = [self._single(adata, own, g).change for g in sorted(own["group"].singles)]
-            own["shared_change"] = np.mean(changes, axis=0)
+        key = "shared_change" if measured else "shared_elsewhere"
+        if key not in own:
+            if measured:  # every single the group observed, trained or held out: measured there
+                changes = [self._single(adata, own, g).change for g in sorted(own["group"].singles)]
+                own[key] = np.mean(changes, axis=0) if changes else None
+            else:
+                own[key] = self._shared_elsewhere(own, every, state)
+        if own[key] is None:
+            return None
         decoded, deviation = self._learned_part(own, gene)
         return {
-            "shared": own["shared_change"],
+            "shared": own[key],
             "deviation": deviation,
             "own_part": np.mean([r - t for r, t in rest], axis=0),
             "decoded": decoded,
