@@ -358,6 +358,37 @@ class AnchoringMixin(ContextTransferMixin):
                 shared.append(np.mean(changes, axis=0))
         return np.mean(shared, axis=0) if shared else None
 
+    def _unmeasured_share(self, own: dict, every: list[CovariateGroup], state) -> float | None:
+        """Share of a gene's own part observed elsewhere, for a group that measured no shared response of its own.
+
+        Chosen leaving each group out: every single a measured group observed (and some other group observed too)
+        is predicted as the other groups' mean shared response plus the share times its own part observed in those
+        groups; the least-squares share in [0, 1] over all of them (``None`` where no single can be so predicted).
+        """
+        if "unmeasured_share" not in own:
+            others = [g for g in every if g.values != own["group"].values]
+            targets, parts = [], []
+            for group in others:
+                if not group.singles:
+                    continue
+                try:
+                    st = state(group)
+                except ValueError:  # e.g. a group whose perturbation type is ambiguous: not used
+                    continue
+                if not _same_type(st["ptype"], own["ptype"]):
+                    continue
+                shared = self._shared_elsewhere(st, others, state)
+                for gene in sorted(group.singles) if shared is not None else ():
+                    rest = self._elsewhere(st["adata"], gene, group.values, own["ptype"], others, state)
+                    if rest:
+                        targets.append(self._single(st["adata"], st, gene).change - shared)
+                        parts.append(np.mean([r - t for r, t in rest], axis=0))
+            share = None
+            if parts and (norm := float(sum(np.dot(o, o) for o in parts))) > 0:
+                share = float(np.clip(sum(np.dot(t, o) for t, o in zip(targets, parts, strict=True)) / norm, 0, 1))
+            own["unmeasured_share"] = share
+        return own["unmeasured_share"]
+
     def _anchor(
         self,
         adata: AnnData,
@@ -385,14 +416,16 @@ class AnchoringMixin(ContextTransferMixin):
                 return found
         # The gene's own part weighed against the group's shared response: measured in the group where it observed
         # trained singles; in a context never seen with perturbations, the other groups' shared responses averaged
-        # (their whole residual instead, the TrainMean baseline's change plus every other line's own response, was
-        # further from the held-out line; docs/benchmarks.md, "A new line").
+        # and the own part's share chosen by predicting each measured group from the others (their whole residual
+        # instead was further from a held-out line; docs/benchmarks.md, "A line given at prediction time").
         if dose is None:  # else the whole residual of the other groups, below
             chosen = self._context_transfer()  # (kappa, beta) chosen on held-out pairs; None: none were held out
             measured = self._measures_shared(own)
             terms = None if chosen is None else self._transfer_terms(adata, own, gene, every, state, measured)
             if terms is not None:
                 kappa, beta = chosen
+                if not measured and (share := self._unmeasured_share(own, every, state)) is not None:
+                    kappa, beta = 0.0, share  # the learned part is fitted to every measured group: not validated
                 estimate = terms["shared"] + kappa * terms["deviation"] + beta * terms["own_part"]
                 return estimate - terms["decoded"]
         others = []
