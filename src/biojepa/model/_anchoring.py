@@ -43,7 +43,7 @@ from anndata import AnnData
 
 from ..perturbation import CovariateGroup, Perturbation, PerturbationFeatures
 from ._coexpression import CoexpressionPrior, prior_weights
-from ._context_transfer import ContextTransferMixin
+from ._context_transfer import ContextTransferMixin, _same_type
 from ._dose_interpolation import interpolation_weight, log_dose_line
 from ._feature_prior import FeaturePrior, feature_prior
 
@@ -54,13 +54,6 @@ logger = logging.getLogger(__name__)
 def _measured_columns(setup) -> dict[str, int]:
     """Expression column of each measured gene of a (frozen, hashable) setup."""
     return {g: i for i, g in enumerate(setup.vocabulary[: setup.n_measured])}
-
-
-def _same_type(a, b) -> bool:
-    """Whether two perturbation-type codes (tensors or ``None``) agree."""
-    if a is None or b is None:
-        return a is None and b is None
-    return bool((a == b).all())
 
 
 class _Single(NamedTuple):
@@ -324,70 +317,6 @@ class AnchoringMixin(ContextTransferMixin):
             lookup = {g: i for i, g in enumerate(self._setup().vocabulary)}
             state["measures_shared"] = any(g in lookup and trained[lookup[g]] for g in state["group"].singles)
         return state["measures_shared"]
-
-    def _elsewhere(self, adata: AnnData, gene: str, exclude, ptype, every: list[CovariateGroup], state) -> list:
-        """``(residual, shared residual)`` of a gene in each other group of type ``ptype`` observing it alone.
-
-        Every group except the one with covariate values ``exclude``.
-        """
-        out = []
-        for other in every:
-            if gene not in other.singles or other.values == exclude:
-                continue
-            try:
-                st = state(other)
-                if not _same_type(st["ptype"], ptype):
-                    continue  # e.g. a CRISPRi knockdown's residual says nothing about a CRISPRa activation
-                out.append((self._residual(st["adata"], st, gene), self._typical_residual(st["adata"], st, None)))
-            except ValueError:  # e.g. a group whose perturbation type is ambiguous: not used
-                continue
-        return out
-
-    def _shared_elsewhere(self, own: dict, every: list[CovariateGroup], state) -> np.ndarray | None:
-        """Mean over the other groups of type ``own["ptype"]`` of their singles' mean observed change (``m_G``)."""
-        shared = []
-        for other in every:
-            if not other.singles or other.values == own["group"].values:
-                continue
-            try:
-                st = state(other)
-            except ValueError:  # e.g. a group whose perturbation type is ambiguous: not used
-                continue
-            if _same_type(st["ptype"], own["ptype"]):
-                changes = [self._single(st["adata"], st, g).change for g in sorted(other.singles)]
-                shared.append(np.mean(changes, axis=0))
-        return np.mean(shared, axis=0) if shared else None
-
-    def _unmeasured_share(self, own: dict, every: list[CovariateGroup], state) -> float | None:
-        """Share of a gene's own part observed elsewhere, for a group that measured no shared response of its own.
-
-        Chosen leaving each group out: every single a measured group observed (and some other group observed too)
-        is predicted as the other groups' mean shared response plus the share times its own part observed in those
-        groups; the least-squares share in [0, 1] over all of them (``None`` where no single can be so predicted).
-        """
-        if "unmeasured_share" not in own:
-            others = [g for g in every if g.values != own["group"].values]
-            targets, parts = [], []
-            for group in others:
-                if not group.singles:
-                    continue
-                try:
-                    st = state(group)
-                except ValueError:  # e.g. a group whose perturbation type is ambiguous: not used
-                    continue
-                if not _same_type(st["ptype"], own["ptype"]):
-                    continue
-                shared = self._shared_elsewhere(st, others, state)
-                for gene in sorted(group.singles) if shared is not None else ():
-                    rest = self._elsewhere(st["adata"], gene, group.values, own["ptype"], others, state)
-                    if rest:
-                        targets.append(self._single(st["adata"], st, gene).change - shared)
-                        parts.append(np.mean([r - t for r, t in rest], axis=0))
-            share = None
-            if parts and (norm := float(sum(np.dot(o, o) for o in parts))) > 0:
-                share = float(np.clip(sum(np.dot(t, o) for t, o in zip(targets, parts, strict=True)) / norm, 0, 1))
-            own["unmeasured_share"] = share
-        return own["unmeasured_share"]
 
     def _anchor(
         self,

@@ -13,6 +13,12 @@ perturbation loss in that group only (:func:`~biojepa.perturbation.validation_pa
 effect in the group was never fitted to the group's cells, as for the pairs a user asks for. Where knockouts
 act alike in every line, :math:`\kappa` or :math:`\beta` near 1 keeps what the gene does; where what a gene does
 beyond its line's shared response does not carry over, both near 0 give the line's mean change.
+
+A group that measured no shared response of its own (a cell line given only as control cells at prediction time,
+or one with control cells alone in training) has no :math:`m_G`: the other groups' :math:`m_G`, averaged, stands in
+for it, and the learned part is left out (it was fitted to every measured group, so no group can validate it); the
+share of :math:`O_g` is chosen by predicting each measured group's singles from the other groups the same way
+(least squares in [0, 1]).
 """
 
 from __future__ import annotations
@@ -29,6 +35,13 @@ logger = logging.getLogger(__name__)
 
 #: What a group's prediction state holds of its encoded control cells (see ``CompositionMixin._state``).
 _ENCODED = ("z_ctrl", "z0", "log_ctrl_mean", "context", "ptype", "z_ctrl_t")
+
+
+def _same_type(a, b) -> bool:
+    """Whether two perturbation-type codes (tensors or ``None``) agree."""
+    if a is None or b is None:
+        return a is None and b is None
+    return bool((a == b).all())
 
 
 class ContextTransferMixin:
@@ -105,7 +118,7 @@ class ContextTransferMixin:
         shared response of its own, e.g. a cell line given only at prediction time) the other groups' ``m_G``,
         averaged. ``None`` where that is missing or the gene was observed alone in no other group.
         """
-        rest = self._elsewhere(adata, gene, own["group"].values, own["ptype"], every, state)
+        rest = self._elsewhere(gene, own["group"].values, own["ptype"], every, state)
         if not rest:
             return None
         key = "shared_change" if measured else "shared_elsewhere"
@@ -170,6 +183,70 @@ class ContextTransferMixin:
             len(targets),
             *shares,
         )
+
+    def _elsewhere(self, gene: str, exclude, ptype, every: list[CovariateGroup], state) -> list:
+        """``(residual, shared residual)`` of a gene in each other group of type ``ptype`` observing it alone.
+
+        Every group except the one with covariate values ``exclude``.
+        """
+        out = []
+        for other in every:
+            if gene not in other.singles or other.values == exclude:
+                continue
+            try:
+                st = state(other)
+                if not _same_type(st["ptype"], ptype):
+                    continue  # e.g. a CRISPRi knockdown's residual says nothing about a CRISPRa activation
+                out.append((self._residual(st["adata"], st, gene), self._typical_residual(st["adata"], st, None)))
+            except ValueError:  # e.g. a group whose perturbation type is ambiguous: not used
+                continue
+        return out
+
+    def _shared_elsewhere(self, own: dict, every: list[CovariateGroup], state) -> np.ndarray | None:
+        """Mean over the other groups of type ``own["ptype"]`` of their singles' mean observed change (``m_G``)."""
+        shared = []
+        for other in every:
+            if not other.singles or other.values == own["group"].values:
+                continue
+            try:
+                st = state(other)
+            except ValueError:  # e.g. a group whose perturbation type is ambiguous: not used
+                continue
+            if _same_type(st["ptype"], own["ptype"]):
+                changes = [self._single(st["adata"], st, g).change for g in sorted(other.singles)]
+                shared.append(np.mean(changes, axis=0))
+        return np.mean(shared, axis=0) if shared else None
+
+    def _unmeasured_share(self, own: dict, every: list[CovariateGroup], state) -> float | None:
+        """Share of a gene's own part observed elsewhere, for a group that measured no shared response of its own.
+
+        Chosen leaving each group out: every single a measured group observed (and some other group observed too)
+        is predicted as the other groups' mean shared response plus the share times its own part observed in those
+        groups; the least-squares share in [0, 1] over all of them (``None`` where no single can be so predicted).
+        """
+        if "unmeasured_share" not in own:
+            others = [g for g in every if g.values != own["group"].values]
+            targets, parts = [], []
+            for group in others:
+                if not group.singles:
+                    continue
+                try:
+                    st = state(group)
+                except ValueError:  # e.g. a group whose perturbation type is ambiguous: not used
+                    continue
+                if not _same_type(st["ptype"], own["ptype"]):
+                    continue
+                shared = self._shared_elsewhere(st, others, state)
+                for gene in sorted(group.singles) if shared is not None else ():
+                    rest = self._elsewhere(gene, group.values, own["ptype"], others, state)
+                    if rest:
+                        targets.append(self._single(st["adata"], st, gene).change - shared)
+                        parts.append(np.mean([r - t for r, t in rest], axis=0))
+            share = None
+            if parts and (norm := float(sum(np.dot(o, o) for o in parts))) > 0:
+                share = float(np.clip(sum(np.dot(t, o) for t, o in zip(targets, parts, strict=True)) / norm, 0, 1))
+            own["unmeasured_share"] = share
+        return own["unmeasured_share"]
 
 
 def _validated_shares(targets: list[np.ndarray], terms: list[np.ndarray]) -> np.ndarray:
