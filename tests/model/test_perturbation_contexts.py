@@ -225,6 +225,8 @@ def test_line_given_at_prediction_starts_from_what_the_trained_lines_observed():
     delta = np.asarray(pred.layers["delta"])
     for row, gene in enumerate((4, 5)):  # each gene's own block, observed in L1 and L2, carries over to L3
         assert delta[row, 8 + 3 * gene : 11 + 3 * gene].mean() > 0.5
+    # what L1's and L2's knockouts share is their own (blocks 35-44): predicting each from the other says so
+    assert np.abs(delta[:, 35:45]).mean() < 0.25
     model.train_generative(max_epochs=2, n_ensemble=1)
     model.generative_config_["spread"] = 0.0  # every cell gets the point prediction's change
     cells = model.sample_perturbation("g5", n_cells=30, adata=controls, seed=0)  # sampled cells start there too

@@ -345,17 +345,17 @@ class AnchoringMixin(ContextTransferMixin):
                 return found
         # The gene's own part weighed against the group's shared response: measured in the group where it observed
         # trained singles; in a context never seen with perturbations, the other groups' shared responses averaged
-        # and the own part's share chosen by predicting each measured group from the others (their whole residual
+        # and both shares chosen by predicting each measured group from the others (their whole residual
         # instead was further from a held-out line; docs/benchmarks.md, "A line given at prediction time").
         if dose is None:  # else the whole residual of the other groups, below
             chosen = self._context_transfer()  # (kappa, beta) chosen on held-out pairs; None: none were held out
             measured = self._measures_shared(own)
             terms = None if chosen is None else self._transfer_terms(adata, own, gene, every, state, measured)
             if terms is not None:
-                kappa, beta = chosen
-                if not measured and (share := self._unmeasured_share(own, every, state)) is not None:
-                    kappa, beta = 0.0, share  # the learned part is fitted to every measured group: not validated
-                estimate = terms["shared"] + kappa * terms["deviation"] + beta * terms["own_part"]
+                (kappa, beta), alpha = chosen, 1.0
+                if not measured and (shares := self._unmeasured_shares(own, every, state)) is not None:
+                    (alpha, beta), kappa = shares, 0.0  # the learned part, fitted to every measured group: unvalidated
+                estimate = alpha * terms["shared"] + kappa * terms["deviation"] + beta * terms["own_part"]
                 return estimate - terms["decoded"]
         others = []
         for other in every:

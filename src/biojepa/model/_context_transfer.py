@@ -15,10 +15,12 @@ act alike in every line, :math:`\kappa` or :math:`\beta` near 1 keeps what the g
 beyond its line's shared response does not carry over, both near 0 give the line's mean change.
 
 A group that measured no shared response of its own (a cell line given only as control cells at prediction time,
-or one with control cells alone in training) has no :math:`m_G`: the other groups' :math:`m_G`, averaged, stands in
-for it, and the learned part is left out (it was fitted to every measured group, so no group can validate it); the
-share of :math:`O_g` is chosen by predicting each measured group's singles from the other groups the same way
-(least squares in [0, 1]).
+or one with control cells alone in training) has no :math:`m_G`. It is predicted as
+:math:`\alpha\, \bar m + \beta\, O_g`, with :math:`\bar m` the other groups' :math:`m_G` averaged; the learned
+part is left out (it was fitted to every measured group, so no group can validate it), and :math:`\alpha, \beta
+\in [0, 1]` are chosen by predicting each measured group's singles from the other groups the same way (bounded least
+squares): where what one line's knockouts share does not carry to another, :math:`\alpha` near 0 predicts little
+change.
 """
 
 from __future__ import annotations
@@ -217,16 +219,17 @@ class ContextTransferMixin:
                 shared.append(np.mean(changes, axis=0))
         return np.mean(shared, axis=0) if shared else None
 
-    def _unmeasured_share(self, own: dict, every: list[CovariateGroup], state) -> float | None:
-        """Share of a gene's own part observed elsewhere, for a group that measured no shared response of its own.
+    def _unmeasured_shares(self, own: dict, every: list[CovariateGroup], state) -> tuple[float, float] | None:
+        """``(alpha, beta)`` for a group that measured no shared response of its own (module docstring).
 
         Chosen leaving each group out: every single a measured group observed (and some other group observed too)
-        is predicted as the other groups' mean shared response plus the share times its own part observed in those
-        groups; the least-squares share in [0, 1] over all of them (``None`` where no single can be so predicted).
+        is predicted as ``alpha`` times the other groups' mean shared response plus ``beta`` times its own part
+        observed in those groups; bounded least squares in [0, 1] over all of them (``None`` where no single can be
+        so predicted).
         """
-        if "unmeasured_share" not in own:
+        if "unmeasured_shares" not in own:
             others = [g for g in every if g.values != own["group"].values]
-            targets, parts = [], []
+            targets, terms = [], []
             for group in others:
                 if not group.singles:
                     continue
@@ -240,13 +243,21 @@ class ContextTransferMixin:
                 for gene in sorted(group.singles) if shared is not None else ():
                     rest = self._elsewhere(gene, group.values, own["ptype"], others, state)
                     if rest:
-                        targets.append(self._single(st["adata"], st, gene).change - shared)
-                        parts.append(np.mean([r - t for r, t in rest], axis=0))
-            share = None
-            if parts and (norm := float(sum(np.dot(o, o) for o in parts))) > 0:
-                share = float(np.clip(sum(np.dot(t, o) for t, o in zip(targets, parts, strict=True)) / norm, 0, 1))
-            own["unmeasured_share"] = share
-        return own["unmeasured_share"]
+                        targets.append(self._single(st["adata"], st, gene).change)
+                        terms.append(np.stack([shared, np.mean([r - s for r, s in rest], axis=0)], axis=1))
+            shares = None
+            if targets:
+                fit = lsq_linear(np.concatenate(terms), np.concatenate(targets), bounds=(0.0, 1.0))
+                shares = (float(fit.x[0]), float(fit.x[1]))
+                logger.info(
+                    "Covariate group %s measured no shared response: %.3f of the other groups' and %.3f of each "
+                    "gene's own part observed there (chosen on %d singles, leaving each group out).",
+                    own["group"].values,
+                    *shares,
+                    len(targets),
+                )
+            own["unmeasured_shares"] = shares
+        return own["unmeasured_shares"]
 
 
 def _validated_shares(targets: list[np.ndarray], terms: list[np.ndarray]) -> np.ndarray:
