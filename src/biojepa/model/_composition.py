@@ -110,9 +110,14 @@ class CompositionMixin(AnchoringMixin, ReferenceMixin):
         ptype = self._type_code(group, perturbation_type)
         z_ctrl = torch.as_tensor(prof["z_ctrl"], device=self.device)
         return {
-            **prof, "group": group, "context": context, "ptype": ptype, "z_ctrl_t": z_ctrl, "residuals": {},
+            **prof,
+            "group": group,
+            "context": context,
+            "ptype": ptype,
+            "z_ctrl_t": z_ctrl,
+            "residuals": {},
             "adata": adata,
-        }  # fmt: skip
+        }
 
     def _compose(
         self,

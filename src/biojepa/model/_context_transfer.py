@@ -123,18 +123,17 @@ class ContextTransferMixin:
         rest = self._elsewhere(gene, own["group"].values, own["ptype"], every, state)
         if not rest:
             return None
-        key = "shared_change" if measured else "shared_elsewhere"
-        if key not in own:
-            if measured:  # every single the group observed, trained or held out: measured there
-                changes = [self._single(adata, own, g).change for g in sorted(own["group"].singles)]
-                own[key] = np.mean(changes, axis=0) if changes else None
-            else:
-                own[key] = self._shared_elsewhere(own, every, state)
-        if own[key] is None:
+        if measured:
+            shared = self._shared_change(adata, own)
+        else:
+            if "shared_elsewhere" not in own:
+                own["shared_elsewhere"] = self._shared_elsewhere(own, every, state)
+            shared = own["shared_elsewhere"]
+        if shared is None:
             return None
         decoded, deviation = self._learned_part(own, gene)
         return {
-            "shared": own[key],
+            "shared": shared,
             "deviation": deviation,
             "own_part": np.mean([r - t for r, t in rest], axis=0),
             "decoded": decoded,
@@ -204,6 +203,13 @@ class ContextTransferMixin:
                 continue
         return out
 
+    def _shared_change(self, adata, state: dict) -> np.ndarray | None:
+        """``m_G``: mean observed change of every single the group observed, trained or held out (``None``: none)."""
+        if "shared_change" not in state:
+            changes = [self._single(adata, state, g).change for g in sorted(state["group"].singles)]
+            state["shared_change"] = np.mean(changes, axis=0) if changes else None
+        return state["shared_change"]
+
     def _shared_elsewhere(self, own: dict, every: list[CovariateGroup], state) -> np.ndarray | None:
         """Mean over the other groups of type ``own["ptype"]`` of their singles' mean observed change (``m_G``)."""
         shared = []
@@ -215,8 +221,7 @@ class ContextTransferMixin:
             except ValueError:  # e.g. a group whose perturbation type is ambiguous: not used
                 continue
             if _same_type(st["ptype"], own["ptype"]):
-                changes = [self._single(st["adata"], st, g).change for g in sorted(other.singles)]
-                shared.append(np.mean(changes, axis=0))
+                shared.append(self._shared_change(st["adata"], st))
         return np.mean(shared, axis=0) if shared else None
 
     def _unmeasured_shares(self, own: dict, every: list[CovariateGroup], state) -> tuple[float, float] | None:
